@@ -1,0 +1,120 @@
+"""[agent loop] The engine: vLLM serving the policy to many agent loops at once. Only file importing vllm.
+
+`VLLMEngine.generate(prompt_ids, ...)` is a coroutine: each agent loop awaits its own request while one
+stepping task drives vLLM's continuous batching for all of them, in this process (no engine-core
+subprocess: on CPU that saves ~1.5 GiB and ~20 s of start-up per engine). Log-probs are the raw
+log-softmax of the sampled tokens (`logprobs_mode="raw_logprobs"`), i.e. the behaviour policy itself.
+`load_weights` swaps weights in place (vLLM `reload_weights`) and drops the prefix cache.
+"""
+
+import asyncio
+import itertools
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Completion:
+    token_ids: list[int]
+    logp: list[float]  # behaviour log-prob of each sampled token
+    finish_reason: str  # "stop" (an end-of-turn token was sampled) or "length" (max_tokens reached)
+
+
+class VLLMEngine:
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        max_model_len: int = 4096,
+        kv_cache_gb: float = 1.0,
+        enforce_eager: bool = True,
+    ):
+        # In-process engine core: vLLM reads this switch itself, so it has to be set before the engine.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm import EngineArgs, LLMEngine
+
+        if dtype == "bfloat16" and torch.cpu._is_amx_tile_supported():
+            # vLLM's CPU attention picks AMX kernels for bf16 without asking Linux for AMX tile
+            # permission; the first small batch then dies with SIGILL. Ask for it up front.
+            torch.cpu._init_amx()
+        args = EngineArgs(
+            model=model_dir,
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
+            enforce_eager=enforce_eager,
+            distributed_executor_backend="uni",
+            logprobs_mode="raw_logprobs",
+        )
+        self._engine = LLMEngine.from_engine_args(args)
+        self._request_ids = itertools.count()
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._stepper: asyncio.Task | None = None
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> Completion:
+        from vllm import SamplingParams, TokensPrompt
+
+        # No per-request seed: vLLM's CPU sampler cannot rewind seeded generators ("CPU Generator does
+        # not use offset"); sampling is reproducible through the engine seed instead.
+
+        params = SamplingParams(
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p, logprobs=0, detokenize=False
+        )
+        request_id = str(next(self._request_ids))
+        done = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = done
+        self._engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(prompt_ids)), params)
+        if self._stepper is None or self._stepper.done():
+            self._stepper = asyncio.create_task(self._step_until_idle())
+        return await done
+
+    async def _step_until_idle(self) -> None:
+        # One vLLM step serves every live request; yielding between steps lets agent loops whose
+        # request just finished run their env step and submit their next prompt into the same batch.
+        while self._waiting:
+            try:
+                outputs = self._engine.step()
+            except Exception as error:  # the engine is dead: fail every waiter rather than hang them
+                for future in self._waiting.values():
+                    future.set_exception(error)
+                self._waiting.clear()
+                raise
+            for output in outputs:
+                if output.finished:
+                    self._waiting.pop(output.request_id).set_result(_completion(output.outputs[0]))
+            await asyncio.sleep(0)
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy HF-named tensors into the live model; later requests see only the new weights."""
+        if self._waiting:
+            raise RuntimeError("load_weights while requests are in flight would mix two policies in one action")
+        self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
+        self._engine.reset_prefix_cache()  # cached KV was computed with the old weights
+
+    def named_weights(self) -> dict[str, torch.Tensor]:
+        """The engine's live parameters under vLLM's names (for equality checks after a broadcast)."""
+        return self._engine.collective_rpc(_named_weights)[0]
+
+
+def _named_weights(worker) -> dict[str, torch.Tensor]:
+    model = worker.model_runner.model
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def _completion(output) -> Completion:
+    token_ids = list(output.token_ids)
+    logp = [entry[token].logprob for entry, token in zip(output.logprobs, token_ids)]
+    return Completion(token_ids=token_ids, logp=logp, finish_reason="stop" if output.finish_reason == "stop" else "length")

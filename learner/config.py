@@ -1,0 +1,47 @@
+"""LearnerConfig: the policy model, the scorer, the advantage and the update."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    model: str = "smollm2-135m-instruct"
+    """Policy and reference: a built-in name (smollm2-135m-instruct, tiny-random) or an HF directory."""
+    num_learners: int = 1
+    """DeepSpeed ranks of the learner role (data parallel)."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage (0-3) for the learner and the scorer's trained model."""
+    batch_size: int = 32
+    """Trajectories per iteration; a multiple of group_size and of num_learners."""
+    group_size: int = 8
+    """Trajectories per task; the outcome advantage is normalised within each group."""
+    microbatch_size: int = 8
+    """Trajectories per forward/backward on one rank."""
+    lr: float = 2e-5
+    """AdamW learning rate of the policy."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold."""
+    clip: float = 0.2
+    """PPO ratio clip epsilon."""
+    kl_coef: float = 0.01
+    """Weight of the KL-to-reference loss term."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """KL estimator on action tokens (Schulman's k1/k2/k3); k3 is unbiased and always >= 0."""
+    scorer: Literal["implicit_prm", "none"] = "implicit_prm"
+    """Progress-advantage scorer: an online implicit PRM trained from outcomes (PRIME-style), or none
+    (outcome-only GRPO). Never the current policy's own ratio: that only cancels the KL (PAPER.md 8.4)."""
+    beta: float = 0.05
+    """beta of the implicit PRM: progress_adv = beta * sum over the step's action tokens of (logp_prm - logp_ref)."""
+    prm_lr: float = 1e-5
+    """AdamW learning rate of the implicit PRM."""
+    progress_coef: float = 0.5
+    """lambda: weight of the group-centred, clipped progress advantage added to the outcome advantage."""
+    progress_clip: float = 2.0
+    """Clip of the normalised progress advantage before it is weighted."""
+    logp_chunk_size: int = 1024
+    """Tokens per chunk when gathering log-probs (bounds the logits held at once)."""
+    num_cpus: float = 1.0
+    """CPUs reserved for each learner rank and for the scorer."""
+    num_gpus: float = 0.0
+    """GPUs reserved for each learner rank and for the scorer (0 on CPU machines)."""

