@@ -2,8 +2,9 @@
 
 `VLLMEngine.generate(prompt_ids, ...)` is a coroutine: each agent loop awaits its own request while one
 stepping task drives vLLM's continuous batching for all of them, in this process (no engine-core
-subprocess: on CPU that saves ~1.5 GiB and ~20 s of start-up per engine). Log-probs are the raw
-log-softmax of the sampled tokens (`logprobs_mode="raw_logprobs"`), i.e. the behaviour policy itself.
+subprocess: on CPU that saves ~1.5 GiB and ~20 s of start-up per engine). Log-probs are those of the
+distribution actually sampled from, after temperature (`logprobs_mode="processed_logprobs"`; no top-k or
+top-p is ever applied), i.e. the behaviour policy itself; the learner scores logits / temperature to match.
 `load_weights` swaps weights in place (vLLM `reload_weights`) and drops the prefix cache.
 """
 
@@ -50,7 +51,7 @@ class VLLMEngine:
             kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
             enforce_eager=enforce_eager,
             distributed_executor_backend="uni",
-            logprobs_mode="raw_logprobs",
+            logprobs_mode="processed_logprobs",
         )
         self._engine = LLMEngine.from_engine_args(args)
         self._request_ids = itertools.count()

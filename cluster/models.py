@@ -42,6 +42,7 @@ def _prepare_atomically(model: str, target: Path) -> None:
     # Build in a sibling temp dir and rename, so an interrupted build never looks like a model.
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{model}-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the model is meant to be shared
     try:
         if model == "tiny-random":
             build_tiny_model(tmp)

@@ -9,5 +9,5 @@ class EnvConfig:
     """Environment name, resolved by envs.make_env (see envs.available())."""
     num_tasks: int = 512
     """Tasks in the train split; iterations cycle through them in a seeded order."""
-    max_steps: int = 6
+    max_steps: int = 4
     """Steps per trajectory before the env ends it (reward 0): the agent's budget."""

@@ -23,7 +23,7 @@ class Corridor:
         num_rooms: int = 2,
         num_doors: int = 2,
         slip: float = 0.2,
-        max_steps: int = 6,
+        max_steps: int = 4,
         num_tasks: int = 512,
     ):
         if not 2 <= num_doors <= len(COLORS):
@@ -40,9 +40,13 @@ class Corridor:
         if split not in ("train", "eval"):
             raise ValueError(f"corridor: split must be 'train' or 'eval', got {split!r}")
         # crc32 of the id decides the split: deterministic, disjoint, independent of list order.
-        tasks = [Task(task_id=f"corridor-{i}", seed=i) for i in range(2 * self.num_tasks)]
-        in_eval = [zlib.crc32(t.task_id.encode()) % 5 == 0 for t in tasks]
-        return [t for t, e in zip(tasks, in_eval) if e == (split == "eval")][: self.num_tasks]
+        tasks, i = [], 0
+        while len(tasks) < self.num_tasks:
+            task = Task(task_id=f"corridor-{i}", seed=i)
+            if (zlib.crc32(task.task_id.encode()) % 5 == 0) == (split == "eval"):
+                tasks.append(task)
+            i += 1
+        return tasks
 
     def reset(self, task: Task) -> str:
         layout = random.Random(task.seed)

@@ -10,11 +10,14 @@ class LearnerConfig:
     """Policy and reference: a built-in name (smollm2-135m-instruct, tiny-random) or an HF directory."""
     num_learners: int = 1
     """DeepSpeed ranks of the learner role (data parallel)."""
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    """Compute dtype of learner and scorer. On CPU bfloat16 autocasts over fp32 weights and optimizer
+    (AMX matmuls: forward+backward of SmolLM2-135M measured 2.8x faster than fp32); float32 is exact."""
     zero_stage: int = 2
     """DeepSpeed ZeRO stage (0-3) for the learner and the scorer's trained model."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Trajectories per iteration; a multiple of group_size and of num_learners."""
-    group_size: int = 8
+    group_size: int = 4
     """Trajectories per task; the outcome advantage is normalised within each group."""
     microbatch_size: int = 8
     """Trajectories per forward/backward on one rank."""

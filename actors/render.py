@@ -1,0 +1,79 @@
+"""[agent loop] Chat template -> token ids, incrementally per step: the one place tokenisation happens.
+
+Token in, token out: the policy's sampled ids enter the context unchanged (never decoded and re-encoded);
+only the template's own text around them (the first prompt, each observation turn) is tokenised here.
+"""
+
+from transformers import PreTrainedTokenizerBase
+
+
+class Conversation:
+    """The messages of one trajectory and the template text rendered so far.
+
+    Lifecycle: `prompt_ids()` once, then alternate `add_action(...)` and `add_observation(...)`.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, first_observation: str):
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has no eos_token: the agent loop needs it as the end-of-turn token")
+        self._tokenizer = tokenizer
+        self._eos = tokenizer.eos_token
+        self._eos_id = tokenizer.convert_tokens_to_ids(self._eos)
+        self._messages = [{"role": "user", "content": first_observation}]
+        self._first_prompt = self._render(self._messages)
+        # Template text covered by the ids handed out so far; each delta is taken against it.
+        self._text = self._first_prompt
+        self._awaiting_action = True
+
+    def prompt_ids(self) -> list[int]:
+        """Ids of the first prompt: the template of [user: first_observation] plus the generation prompt."""
+        return self._encode(self._first_prompt)
+
+    def add_action(self, action_ids: list[int], finished: bool) -> tuple[str, list[int]]:
+        """Record the policy's action; returns (action_text, extra_ids).
+
+        extra_ids (not action tokens) close the assistant turn when the action did not end with the
+        end-of-turn id itself: an action cut by max_tokens gets [eos id], so the next observation follows a
+        well-formed turn. A finished action ending in eos gets [].
+        """
+        if not self._awaiting_action:
+            raise RuntimeError("add_action called twice without an observation in between")
+        ends_with_eos = bool(action_ids) and action_ids[-1] == self._eos_id
+        body = action_ids[:-1] if ends_with_eos else action_ids
+        action_text = self._tokenizer.decode(body, skip_special_tokens=True)
+        # A finished action normally ends with eos; one that stopped on another stop id gets eos too,
+        # because the template (and so the next delta) assumes the turn ends with it.
+        extra_ids = [] if finished and ends_with_eos else [self._eos_id]
+        self._messages.append({"role": "assistant", "content": action_text})
+        self._text += action_text + self._eos
+        self._awaiting_action = False
+        return action_text, extra_ids
+
+    def add_observation(self, observation: str) -> list[int]:
+        """Ids to append for the env's observation: the rest of the template through the next generation prompt."""
+        if self._awaiting_action:
+            raise RuntimeError("add_observation called before the action it answers")
+        self._messages.append({"role": "user", "content": observation})
+        full = self._render(self._messages)
+        if not full.startswith(self._text):
+            at = next((i for i, (a, b) in enumerate(zip(full, self._text)) if a != b), min(len(full), len(self._text)))
+            raise ValueError(
+                "the chat template is not prefix-stable: rendering the conversation with a new observation "
+                f"changes the text already rendered, from character {at}: {self._text[at : at + 40]!r} became "
+                f"{full[at : at + 40]!r}. Incremental rendering needs a template that renders earlier messages "
+                f"verbatim and ends assistant turns with the eos token {self._eos!r}."
+            )
+        # Deltas are taken on strings, and tokenised alone. They begin right after the end-of-turn token
+        # and end with the generation prompt, so no BPE merge crosses a boundary of the ChatML-style
+        # templates we use; test_incremental_render_matches_full_chat_template checks this per tokenizer.
+        delta = full[len(self._text) :]
+        self._text = full
+        self._awaiting_action = True
+        return self._encode(delta)
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _encode(self, text: str) -> list[int]:
+        # The template already writes any BOS it wants as text; add_special_tokens would add a second one.
+        return self._tokenizer.encode(text, add_special_tokens=False)

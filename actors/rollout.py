@@ -1,0 +1,78 @@
+"""[rollout] RolloutActor: one engine and many concurrent agent loops.
+
+env -> agent loop -> [rollout actor] -> buffer. Every agent loop of a `collect` call runs concurrently
+against the one engine (vLLM batches their requests); each finished trajectory is stamped with the
+policy version and handed to `sink` as one Arrow IPC table at once, not at the end of the batch.
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from actors.agent_loop import run_agent
+from actors.broadcast import BucketSpec, receive, weight_sync_group
+from actors.config import ActorConfig
+from actors.engine import VLLMEngine
+from actors.trajectory import to_ipc, to_table
+from envs import Task, make_env
+from envs.config import EnvConfig
+
+
+@dataclass(frozen=True)
+class Work:
+    """One trajectory to play: the task, its group, and the seed of the env's luck."""
+
+    task: Task
+    group_id: str
+    trajectory_id: str
+    env_seed: int
+
+
+class RolloutActor:
+    def __init__(self, actors: ActorConfig, env: EnvConfig, *, model_dir: str, seed: int, sink: Callable[[bytes], None]):
+        from transformers import AutoTokenizer
+
+        self.engine = VLLMEngine(
+            model_dir,
+            dtype=actors.dtype,
+            seed=seed,
+            max_model_len=actors.max_trajectory_tokens,
+            kv_cache_gb=actors.kv_cache_gb,
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.actors, self.env, self.sink = actors, env, sink
+        self._broadcast_group = None
+
+    async def collect(self, work: list[Work], policy_version: int) -> int:
+        """Play every trajectory of `work` concurrently; returns how many reached the sink."""
+        return sum(await asyncio.gather(*(self._play(item, policy_version) for item in work)))
+
+    async def _play(self, item: Work, policy_version: int) -> int:
+        env = make_env(self.env.name, seed=item.env_seed, max_steps=self.env.max_steps, num_tasks=self.env.num_tasks)
+        trajectory = await run_agent(
+            env,
+            item.task,
+            self.engine,
+            self.tokenizer,
+            trajectory_id=item.trajectory_id,
+            group_id=item.group_id,
+            max_steps=self.env.max_steps,
+            max_tokens=self.actors.max_tokens,
+            max_trajectory_tokens=self.actors.max_trajectory_tokens,
+            temperature=self.actors.temperature,
+        )
+        trajectory.policy_version = policy_version
+        self.sink(to_ipc(to_table([trajectory])))
+        return 1
+
+    # --- plumbing ---
+    def connect_learner(self, address: str, port: int, rank: int, world_size: int) -> None:
+        """Join the broadcast group (learner rank 0 is its rank 0)."""
+        self._broadcast_group = weight_sync_group(address, port, rank, world_size)
+
+    def receive_weights(self, buckets: list[BucketSpec]) -> None:
+        """Receive one broadcast and load it into the engine (the learner sends concurrently)."""
+        # Drain the group fully before loading: the sender's broadcasts must all be matched even if
+        # the engine were to skip a name.
+        weights = list(receive(self._broadcast_group[1], buckets))
+        self.engine.load_weights(weights)

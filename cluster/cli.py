@@ -1,0 +1,110 @@
+"""The `freelunch` command.
+
+    freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR] [--dry-run]
+
+With no config the quickstart runs: SmolLM2-135M-Instruct on the corridor env, on an embedded local
+Ray cluster (dashboard on http://127.0.0.1:8265). Under `ray job submit` it joins that cluster.
+"""
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from cluster.config import Config, ConfigError, dump, load
+
+# Ray, vLLM and transformers read these at import time; a user's own setting wins.
+DEFAULT_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # without it Ray rebinds 127.0.0.1 to the public interface
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",  # the embedded cluster listens on loopback only; see README for token mode
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="freelunch", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a policy (the actor-learner loop)")
+    train.add_argument("args", nargs="*", metavar="[CONFIG.toml] [key=value ...]")
+    train.add_argument("--run-dir", help="where the run writes its files (default runs/<time>)")
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config as TOML and exit")
+    args = parser.parse_args(argv)
+    try:
+        config_path, overrides = _split(args.args)
+        cfg = load(config_path, overrides)
+    except ConfigError as error:
+        print(f"freelunch: config error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(dump(cfg), end="")
+        return 0
+    return run_train(cfg, args.run_dir)
+
+
+def run_train(cfg: Config, run_dir: str | None) -> int:
+    for key, value in DEFAULT_ENV.items():
+        os.environ.setdefault(key, value)
+    from cluster.models import resolve_model
+
+    try:
+        model_dir = str(resolve_model(cfg.learner.model))
+    except FileNotFoundError as error:
+        print(f"freelunch: {error}", file=sys.stderr)
+        return 2
+    run_dir = Path(run_dir or cfg.cluster.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    import ray
+
+    from cluster.train import train
+
+    _connect(cfg, ray)
+    print(f"freelunch: run directory {run_dir}", flush=True)
+    try:
+        train(cfg, run_dir, model_dir)
+    except Exception as error:  # a role failed: one clear line, the traceback above it
+        traceback.print_exc()
+        cause = getattr(error, "cause", None) or error
+        print(f"freelunch: run stopped: {type(cause).__name__}: {cause}", file=sys.stderr)
+        return 1
+    finally:
+        ray.shutdown()
+    print(f"freelunch: done; policy in {run_dir / 'policy'}", flush=True)
+    return 0
+
+
+def _connect(cfg: Config, ray) -> None:
+    c = cfg.cluster
+    if c.address or os.environ.get("RAY_ADDRESS"):  # an existing cluster, e.g. under `ray job submit`
+        ray.init(address=c.address or None, namespace="freelunch", log_to_driver=True)
+        return
+    cpus = c.num_cpus or max(os.cpu_count() or 1, _cpus_needed(cfg))
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=c.dashboard_port,
+        _node_ip_address="127.0.0.1",
+        _metrics_export_port=c.metrics_export_port,
+        namespace="freelunch",
+    )
+    print(f"freelunch: Ray dashboard on http://127.0.0.1:{c.dashboard_port}", flush=True)
+
+
+def _cpus_needed(cfg: Config) -> int:
+    """Logical CPUs the roles reserve; the embedded cluster gets at least this many, since in a
+    synchronous iteration the roles take turns on the same cores."""
+    a, lc = cfg.actors, cfg.learner
+    return int(-(-(a.num_cpus * a.num_rollout_actors + lc.num_cpus * (1 + lc.num_learners)) // 1))
+
+
+def _split(args: list[str]) -> tuple[str | None, list[str]]:
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The driver: launch the roles, then collect -> score -> update -> broadcast, once per iteration.
+
+    freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR]
+
+Read this file first. The loop has no Ray calls: `Roles` (cluster/role.py) hides them and hands back
+Arrow IPC tables and dicts of floats. The math is in learner/advantage.py and learner/loss.py.
+"""
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from actors.rollout import Work
+from actors.trajectory import from_ipc, ragged, to_ipc, with_columns, write_parquet
+from cluster.config import Config, dump, tasks_per_iteration
+from cluster.log import MetricsLog, timer
+from cluster.role import launch
+from envs import make_env
+from learner.advantage import auroc, outcome_advantage, step_advantage
+
+
+def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
+    (run_dir / "trajectories").mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(dump(cfg))
+    log = MetricsLog(run_dir, cfg.num_iterations)
+    with launch(cfg, model_dir) as roles:
+        version = 0
+        for iteration in range(cfg.num_iterations):
+            times: dict[str, float] = {}
+            with timer(times, "time/iteration"):
+                with timer(times, "time/collect"):
+                    batch = roles.collect(schedule(cfg, iteration), policy_version=version)
+                with timer(times, "time/score"):
+                    batch, score_metrics = roles.score(batch)
+                batch = add_step_advantages(batch, cfg)
+                with timer(times, "time/update"):
+                    update_metrics = roles.update(batch)
+                with timer(times, "time/broadcast"):
+                    sent = roles.broadcast()
+                    version += 1
+                write_parquet(from_ipc(batch), run_dir / "trajectories" / f"iteration_{iteration:05d}.parquet")
+            log.write({"iteration": iteration, "policy_version": version, **batch_metrics(batch, times),
+                       **score_metrics, **update_metrics, "broadcast/bytes": sent, **times})
+            if cfg.cluster.save_every and (iteration + 1) % cfg.cluster.save_every == 0:
+                roles.save_policy(str(run_dir / "policy"))
+        roles.save_policy(str(run_dir / "policy"))
+
+
+def schedule(cfg: Config, iteration: int) -> list[Work]:
+    """The iteration's trajectories: group_size per task, tasks cycling through a seeded order of the train split."""
+    tasks = make_env(cfg.env.name, seed=cfg.seed, num_tasks=cfg.env.num_tasks, max_steps=cfg.env.max_steps).tasks("train")
+    random.Random(cfg.seed).shuffle(tasks)
+    k = tasks_per_iteration(cfg)
+    work = []
+    for n in range(k):
+        task = tasks[(iteration * k + n) % len(tasks)]
+        group_id = f"{iteration:05d}-{task.task_id}"
+        for j in range(cfg.learner.group_size):
+            env_seed = hash((cfg.seed, iteration, n, j)) % 2**31
+            work.append(Work(task=task, group_id=group_id, trajectory_id=f"{group_id}-{j}", env_seed=env_seed))
+    return work
+
+
+# --- algorithm ---
+def add_step_advantages(batch: bytes, cfg: Config) -> bytes:
+    """Outcome advantage (group-normalised) + lambda * clipped, group-centred progress advantage, per step."""
+    table = from_ipc(batch)
+    group_ids = table.column("group_id").to_pylist()
+    outcome_adv = outcome_advantage(table.column("outcome").to_numpy(), group_ids)
+    advantage = step_advantage(outcome_adv, ragged(table, "progress_adv"), group_ids,
+                               coef=cfg.learner.progress_coef, clip=cfg.learner.progress_clip)
+    return to_ipc(with_columns(table, step_advantage=[a.astype(np.float32) for a in advantage]))
+
+
+def batch_metrics(batch: bytes, times: dict[str, float]) -> dict[str, float]:
+    table = from_ipc(batch)
+    outcome = table.column("outcome").to_numpy()
+    progress = ragged(table, "progress_adv")
+    action_tokens = sum(int(m.sum()) for m in ragged(table, "action_mask"))
+    finish = table.column("finish_reason").to_pylist()
+    trajectory_pa = np.array([p.mean() if len(p) else 0.0 for p in progress])
+    return {
+        "rollout/outcome_mean": float(outcome.mean()),
+        "rollout/num_trajectories": table.num_rows,
+        "rollout/steps_mean": float(table.column("num_steps").to_numpy().mean()),
+        "rollout/action_tokens": action_tokens,
+        "rollout/tokens_per_s": action_tokens / max(times["time/collect"], 1e-9),
+        **{f"rollout/finish_{reason}": finish.count(reason) / len(finish) for reason in sorted(set(finish))},
+        "score/progress_adv_mean": float(np.concatenate(progress).mean()) if action_tokens else 0.0,
+        "score/progress_adv_std": float(np.concatenate(progress).std()) if action_tokens else 0.0,
+        "score/auroc": auroc(trajectory_pa, outcome > 0.5),
+    }

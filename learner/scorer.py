@@ -1,0 +1,110 @@
+"""[ref scoring] Scorer: the frozen reference and the progress-advantage scorer, on resources of their own.
+
+rollout -> [scorer] -> advantage -> learner. For every trajectory it adds `ref_logp` (per token, for the
+KL term) and `progress_adv` (per step). The default scorer is an online implicit PRM (PRIME, PAPER.md
+8.2-8.4): a separate model pi_phi, initialised from the reference and trained from outcomes, whose
+beta * log pi_phi/pi_ref summed over a step's action tokens is read as that step's advantage. It is
+never the policy's own ratio: that is the k1 KL estimate and only cancels the KL penalty (PAPER.md 8.4).
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from actors.trajectory import from_ipc, ragged, to_ipc, with_columns
+from learner.advantage import progress_advantage, step_sums
+from learner.config import LearnerConfig
+from learner.learner import _device, _padded, autocast, free_port, init_distributed, weights_dtype
+from learner.logp import microbatches, pad, token_logp
+
+
+class Scorer:
+    def __init__(self, cfg: LearnerConfig, *, model_dir: str, temperature: float, seed: int):
+        import deepspeed
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(seed)
+        init_distributed(0, 1, "127.0.0.1", free_port())  # a world of one: DeepSpeed needs a process group
+        self.device = _device()
+        self.pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
+        dtype = weights_dtype(cfg, self.device)
+        self.ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        self.ref.requires_grad_(False)
+        self.prm = None
+        if cfg.scorer == "implicit_prm":
+            # Same weights, dtype and code path as the reference, so numerical error cancels in the ratio.
+            prm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device)
+            optimizer = torch.optim.AdamW(prm.parameters(), lr=cfg.prm_lr, weight_decay=0.0)
+            accumulation = math.ceil(cfg.batch_size / cfg.microbatch_size)
+            config = {
+                "train_micro_batch_size_per_gpu": cfg.microbatch_size,
+                "gradient_accumulation_steps": accumulation,
+                "train_batch_size": cfg.microbatch_size * accumulation,
+                "zero_optimization": {"stage": cfg.zero_stage},
+                "gradient_clipping": cfg.max_grad_norm,
+                "bf16": {"enabled": dtype == torch.bfloat16},
+                "steps_per_print": 2**31 - 1,
+            }
+            self.prm, *_ = deepspeed.initialize(model=prm, optimizer=optimizer, config=config)
+        self.cfg, self.temperature = cfg, temperature
+
+    # --- algorithm ---
+    def score(self, batch: bytes) -> tuple[bytes, dict[str, float]]:
+        """Add ref_logp and progress_adv to the batch, then train the implicit PRM on its outcomes.
+
+        Scoring comes before the PRM update, so the live AUROC measures the scorer on trajectories it
+        has not been trained on.
+        """
+        table = from_ipc(batch)
+        tokens, masks = ragged(table, "tokens"), ragged(table, "action_mask")
+        step_index, num_steps = ragged(table, "step_index"), table.column("num_steps").to_numpy()
+        ref_logp = self._logp(self.ref, tokens)
+        metrics: dict[str, float] = {}
+        if self.prm is None:
+            progress = [np.zeros(int(n), dtype=np.float32) for n in num_steps]
+        else:
+            prm_logp = self._logp(self.prm.module, tokens)
+            logratio = [
+                step_sums(np.where(mask, p - r, 0.0), index, int(n))
+                for p, r, mask, index, n in zip(prm_logp, ref_logp, masks, step_index, num_steps)
+            ]
+            progress = progress_advantage(logratio, self.cfg.beta)
+            outcome = np.clip(table.column("outcome").to_numpy().astype(np.float32), 0.0, 1.0)
+            metrics["score/prm_loss"] = self._train_prm(tokens, masks, ref_logp, outcome)
+        scored = with_columns(table, ref_logp=ref_logp, progress_adv=[p.astype(np.float32) for p in progress])
+        return to_ipc(scored), metrics
+
+    def _train_prm(self, tokens, masks, ref_logp, outcome: np.ndarray) -> float:
+        """One update of pi_phi: the outcome is predicted by sigmoid(beta * sum of action-token log-ratios)."""
+        self.prm.train()
+        total = 0.0
+        for rows in microbatches([len(t) for t in tokens], self.cfg.microbatch_size):
+            input_ids, attention_mask = pad([tokens[i] for i in rows], self.pad_id)
+            mask = _padded([masks[i] for i in rows], input_ids.shape, torch.bool).to(self.device)
+            ref = _padded([ref_logp[i] for i in rows], input_ids.shape, torch.float32).to(self.device)
+            with autocast(self.cfg, self.device):
+                logp = token_logp(self.prm.module, input_ids.to(self.device), attention_mask.to(self.device),
+                                  temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size)
+            reward = self.cfg.beta * torch.where(mask, logp - ref, 0.0).sum(dim=1)  # (B,)
+            target = torch.as_tensor(outcome[rows], device=self.device)
+            loss = F.binary_cross_entropy_with_logits(reward, target, reduction="sum") / len(tokens)
+            self.prm.backward(loss, scale_wrt_gas=False)
+            self.prm.step()
+            total += loss.item()
+        return total
+
+    # --- plumbing ---
+    @torch.no_grad()
+    def _logp(self, model, tokens: list[np.ndarray]) -> list[np.ndarray]:
+        """(T,) float32 log-probs of each trajectory's tokens, in length-sorted microbatches."""
+        out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(tokens)
+        for rows in microbatches([len(t) for t in tokens], self.cfg.microbatch_size):
+            input_ids, attention_mask = pad([tokens[i] for i in rows], self.pad_id)
+            with autocast(self.cfg, self.device):
+                logp = token_logp(model, input_ids.to(self.device), attention_mask.to(self.device),
+                                  temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size).cpu()
+            for b, i in enumerate(rows):
+                out[i] = logp[b, : len(tokens[i])].numpy().astype(np.float32)
+        return out

@@ -1,0 +1,69 @@
+"""Incremental chat-template rendering equals rendering the whole conversation at once, per tokenizer."""
+
+import copy
+
+import pytest
+from transformers import AutoTokenizer
+
+from actors.render import Conversation
+from cluster.models import resolve_model
+
+OBSERVATIONS = [
+    "Find the exit. Room 1. Doors: red, blue. The red door is open.",
+    "You walk through the red door.\nRoom 2. Doors: green, white.",
+    "The floor is icy: you slip back into room 2.",
+]
+ACTIONS = ["red", " I take the green door", "\nwhite!"]
+
+
+@pytest.fixture(scope="module", params=["tiny-random", "smollm2-135m-instruct"])
+def tokenizer(request):
+    return AutoTokenizer.from_pretrained(resolve_model(request.param))
+
+
+def full_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_incremental_render_matches_full_chat_template(tokenizer):
+    conversation = Conversation(tokenizer, OBSERVATIONS[0])
+    ids = conversation.prompt_ids()
+    messages = [{"role": "user", "content": OBSERVATIONS[0]}]
+    for action, observation in zip(ACTIONS, OBSERVATIONS[1:] + ["Time is up."]):
+        action_ids = tokenizer.encode(action + tokenizer.eos_token, add_special_tokens=False)
+        action_text, extra_ids = conversation.add_action(action_ids, finished=True)
+        assert (action_text, extra_ids) == (action, [])
+        ids += action_ids + conversation.add_observation(observation)
+        messages += [{"role": "assistant", "content": action}, {"role": "user", "content": observation}]
+    assert ids == full_ids(tokenizer, messages)
+
+
+def test_prompt_ids_are_the_first_generation_prompt(tokenizer):
+    conversation = Conversation(tokenizer, OBSERVATIONS[0])
+    assert conversation.prompt_ids() == full_ids(tokenizer, [{"role": "user", "content": OBSERVATIONS[0]}])
+
+
+def test_truncated_action_gets_eos_as_extra_id(tokenizer):
+    conversation = Conversation(tokenizer, OBSERVATIONS[0])
+    action_ids = tokenizer.encode("I take the re", add_special_tokens=False)  # cut by max_tokens: no eos
+    action_text, extra_ids = conversation.add_action(action_ids, finished=False)
+    assert action_text == "I take the re"
+    assert extra_ids == [tokenizer.eos_token_id]
+    ids = conversation.prompt_ids() + action_ids + extra_ids + conversation.add_observation(OBSERVATIONS[1])
+    messages = [
+        {"role": "user", "content": OBSERVATIONS[0]},
+        {"role": "assistant", "content": "I take the re"},
+        {"role": "user", "content": OBSERVATIONS[1]},
+    ]
+    assert ids == full_ids(tokenizer, messages)
+
+
+def test_template_that_rewrites_history_is_rejected(tokenizer):
+    # A template that trims message content renders "  red" differently once it is history.
+    stripping = copy.deepcopy(tokenizer)
+    stripping.chat_template = tokenizer.chat_template.replace("message['content']", "message['content'] | trim")
+    conversation = Conversation(stripping, OBSERVATIONS[0])
+    conversation.add_action(tokenizer.encode("  red", add_special_tokens=False), finished=False)
+    with pytest.raises(ValueError, match="not prefix-stable"):
+        conversation.add_observation(OBSERVATIONS[1])
