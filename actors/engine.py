@@ -52,7 +52,9 @@ class VLLMEngine:
             enforce_eager=enforce_eager,
             distributed_executor_backend="uni",
             logprobs_mode="processed_logprobs",
+            disable_log_stats=True,
         )
+        self.dtype = getattr(torch, dtype)
         self._engine = LLMEngine.from_engine_args(args)
         self._request_ids = itertools.count()
         self._waiting: dict[str, asyncio.Future] = {}
@@ -102,7 +104,8 @@ class VLLMEngine:
         """Copy HF-named tensors into the live model; later requests see only the new weights."""
         if self._waiting:
             raise RuntimeError("load_weights while requests are in flight would mix two policies in one action")
-        self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
+        weights = ((name, tensor.to(self.dtype)) for name, tensor in named_tensors)  # the learner's may be fp32
+        self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self._engine.reset_prefix_cache()  # cached KV was computed with the old weights
 
     def named_weights(self) -> dict[str, torch.Tensor]:
@@ -118,4 +121,6 @@ def _named_weights(worker) -> dict[str, torch.Tensor]:
 def _completion(output) -> Completion:
     token_ids = list(output.token_ids)
     logp = [entry[token].logprob for entry, token in zip(output.logprobs, token_ids)]
-    return Completion(token_ids=token_ids, logp=logp, finish_reason="stop" if output.finish_reason == "stop" else "length")
+    return Completion(
+        token_ids=token_ids, logp=logp, finish_reason="stop" if output.finish_reason == "stop" else "length"
+    )

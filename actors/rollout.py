@@ -29,7 +29,9 @@ class Work:
 
 
 class RolloutActor:
-    def __init__(self, actors: ActorConfig, env: EnvConfig, *, model_dir: str, seed: int, sink: Callable[[bytes], None]):
+    def __init__(
+        self, actors: ActorConfig, env: EnvConfig, *, model_dir: str, seed: int, sink: Callable[[bytes], None]
+    ):
         from transformers import AutoTokenizer
 
         self.engine = VLLMEngine(

@@ -8,8 +8,9 @@ loading that text gives back an equal Config. Derived values are functions (`tas
 import dataclasses
 import tomllib
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import envs
 from actors.config import ActorConfig
@@ -45,7 +46,7 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class Config:
-    num_iterations: int = 12
+    num_iterations: int = 10
     """Iterations to run, each one collect -> score -> update -> broadcast."""
     seed: int = 0
     """Seed of the task order, sampling and random model weights."""
@@ -310,8 +311,6 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, float):
         return float.__repr__(value)  # shortest text that parses back to the same float; inf/nan are TOML too
     if isinstance(value, str):
-        chars = (
-            _ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in value
-        )
+        chars = (_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in value)
         return '"' + "".join(chars) + '"'
     raise TypeError(f"cannot write {value!r} as TOML")

@@ -6,6 +6,7 @@ is visible on the cluster's metrics endpoint and in the dashboard's Grafana pane
 
 import json
 import re
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,17 +23,35 @@ def timer(times: dict[str, float], key: str):
 
 class MetricsLog:
     def __init__(self, run_dir: Path, num_iterations: int):
+        import ray
+
         self.path = run_dir / "metrics.jsonl"
         self.num_iterations = num_iterations
-        self._gauges: dict = {}
+        # Gauges set in the driver process are not exported by Ray; an actor's are.
+        self._exporter = ray.remote(MetricsExporter).options(name="metrics", namespace="freelunch", num_cpus=0).remote()
 
     def write(self, metrics: dict[str, float]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps({k: (None if v != v else v) for k, v in metrics.items()}) + "\n")  # NaN -> null
-        print(progress_line(metrics, self.num_iterations), flush=True)
-        self._export(metrics)
+        # One write call: Ray's log thread prints actor lines to the same stdout, and print() writes
+        # the text and its newline separately, which lets them interleave mid-line.
+        sys.stdout.write(progress_line(metrics, self.num_iterations) + "\n")
+        sys.stdout.flush()
+        self._exporter.set.remote(metrics)
 
-    def _export(self, metrics: dict[str, float]) -> None:
+    def close(self) -> None:
+        import ray
+
+        ray.kill(self._exporter)
+
+
+class MetricsExporter:
+    """Holds one Ray gauge per metric key and sets it to the latest value."""
+
+    def __init__(self):
+        self._gauges: dict = {}
+
+    def set(self, metrics: dict[str, float]) -> None:
         from ray.util.metrics import Gauge
 
         for key, value in metrics.items():

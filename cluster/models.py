@@ -14,7 +14,8 @@ from pathlib import Path
 BUILTIN = ("smollm2-135m-instruct", "tiny-random")
 
 CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
@@ -88,7 +89,9 @@ def build_tiny_model(out: Path, seed: int = 0) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    words = "you are in a corridor of rooms door doors draft red blue green yellow white black open the answer with".split()
+    words = (
+        "you are in a corridor of rooms door doors draft red blue green yellow white black open the answer with".split()
+    )
     corpus = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(2000)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

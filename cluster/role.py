@@ -26,8 +26,18 @@ NAMESPACE = "freelunch"
 
 
 class Role:
-    def __init__(self, name: str, cls: type, count: int, *, cpus: float, gpus: float, threads: int, timeout_s: float,
-                 kwargs_for_rank):
+    def __init__(
+        self,
+        name: str,
+        cls: type,
+        count: int,
+        *,
+        cpus: float,
+        gpus: float,
+        threads: int,
+        timeout_s: float,
+        kwargs_for_rank,
+    ):
         self.name, self.timeout_s = name, timeout_s
         self.group = reserve(name, {"CPU": cpus, "GPU": gpus}, count)
         env_vars = actor_env(threads, gpus)
@@ -90,8 +100,11 @@ class Roles:
     def update(self, batch: bytes) -> dict[str, float]:
         per_rank = self.learner.call("update", batch)
         tokens = sum(metrics["tokens"] for metrics in per_rank)
-        return {key: sum(m[key] * m["tokens"] for m in per_rank) / max(tokens, 1.0) for key in per_rank[0]
-                if key not in ("tokens", "loss/grad_norm")} | {"loss/grad_norm": per_rank[0]["loss/grad_norm"]}
+        return {
+            key: sum(m[key] * m["tokens"] for m in per_rank) / max(tokens, 1.0)
+            for key in per_rank[0]
+            if key not in ("tokens", "loss/grad_norm")
+        } | {"loss/grad_norm": per_rank[0]["loss/grad_norm"]}
 
     def broadcast(self) -> int:
         """Learner rank 0 -> every engine; returns the bytes sent."""
@@ -116,19 +129,47 @@ def launch(cfg: Config, model_dir: str):
     buffer = ray.remote(TrajectoryBuffer).options(name="buffer", namespace=NAMESPACE, num_cpus=0).remote()
     try:
         a, lc = cfg.actors, cfg.learner
-        rollout = Role("rollout", RolloutActor, a.num_rollout_actors, cpus=a.num_cpus, gpus=a.num_gpus,
-                       threads=max(1, cores // a.num_rollout_actors), timeout_s=timeout,
-                       kwargs_for_rank=lambda rank: dict(actors=a, env=cfg.env, model_dir=model_dir,
-                                                         seed=cfg.seed + rank, sink=BufferSink(buffer)))
+        rollout = Role(
+            "rollout",
+            RolloutActor,
+            a.num_rollout_actors,
+            cpus=a.num_cpus,
+            gpus=a.num_gpus,
+            threads=max(1, cores // a.num_rollout_actors),
+            timeout_s=timeout,
+            kwargs_for_rank=lambda rank: dict(
+                actors=a, env=cfg.env, model_dir=model_dir, seed=cfg.seed + rank, sink=BufferSink(buffer)
+            ),
+        )
         started.append(rollout)
-        scorer = Role("scorer", Scorer, 1, cpus=lc.num_cpus, gpus=lc.num_gpus, threads=cores, timeout_s=timeout,
-                      kwargs_for_rank=lambda rank: dict(cfg=lc, model_dir=model_dir, temperature=a.temperature,
-                                                        seed=cfg.seed))
+        scorer = Role(
+            "scorer",
+            Scorer,
+            1,
+            cpus=lc.num_cpus,
+            gpus=lc.num_gpus,
+            threads=cores,
+            timeout_s=timeout,
+            kwargs_for_rank=lambda rank: dict(cfg=lc, model_dir=model_dir, temperature=a.temperature, seed=cfg.seed),
+        )
         started.append(scorer)
-        learner = Role("learner", Learner, lc.num_learners, cpus=lc.num_cpus, gpus=lc.num_gpus,
-                       threads=max(1, cores // lc.num_learners), timeout_s=timeout,
-                       kwargs_for_rank=lambda rank: dict(cfg=lc, model_dir=model_dir, temperature=a.temperature,
-                                                         rank=rank, world_size=lc.num_learners, seed=cfg.seed))
+        learner = Role(
+            "learner",
+            Learner,
+            lc.num_learners,
+            cpus=lc.num_cpus,
+            gpus=lc.num_gpus,
+            threads=max(1, cores // lc.num_learners),
+            timeout_s=timeout,
+            kwargs_for_rank=lambda rank: dict(
+                cfg=lc,
+                model_dir=model_dir,
+                temperature=a.temperature,
+                rank=rank,
+                world_size=lc.num_learners,
+                seed=cfg.seed,
+            ),
+        )
         started.append(learner)
         address = node_address(learner.group)
         port = learner.get(learner.actors[0].free_port.remote())
@@ -136,7 +177,9 @@ def launch(cfg: Config, model_dir: str):
         buckets = learner.get(learner.actors[0].weight_buckets.remote())
         world = 1 + len(rollout.actors)
         port = learner.get(learner.actors[0].free_port.remote())
-        joined = rollout.submit_each("connect_learner", [(address, port, 1 + i, world) for i in range(len(rollout.actors))])
+        joined = rollout.submit_each(
+            "connect_learner", [(address, port, 1 + i, world) for i in range(len(rollout.actors))]
+        )
         learner.get(learner.actors[0].connect_rollout.remote(address, port, world))
         rollout.get(joined)
         scorer.get(scorer.submit("__ray_ready__"))
@@ -153,6 +196,9 @@ def actor_env(threads: int, gpus: float) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": str(max(1, math.floor(threads))),
+        # keep the driver's progress lines readable; a user's own levels win
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+        "TRANSFORMERS_VERBOSITY": os.environ.get("TRANSFORMERS_VERBOSITY", "error"),
     }
     if gpus == 0:
         env["DS_ACCELERATOR"] = "cpu"

@@ -7,6 +7,7 @@ Arrow IPC tables and dicts of floats. The math is in learner/advantage.py and le
 """
 
 import random
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
     (run_dir / "trajectories").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump(cfg))
     log = MetricsLog(run_dir, cfg.num_iterations)
-    with launch(cfg, model_dir) as roles:
+    with launch(cfg, model_dir) as roles, closing(log):
         version = 0
         for iteration in range(cfg.num_iterations):
             times: dict[str, float] = {}
@@ -40,8 +41,17 @@ def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
                     sent = roles.broadcast()
                     version += 1
                 write_parquet(from_ipc(batch), run_dir / "trajectories" / f"iteration_{iteration:05d}.parquet")
-            log.write({"iteration": iteration, "policy_version": version, **batch_metrics(batch, times),
-                       **score_metrics, **update_metrics, "broadcast/bytes": sent, **times})
+            log.write(
+                {
+                    "iteration": iteration,
+                    "policy_version": version,
+                    **batch_metrics(batch, times),
+                    **score_metrics,
+                    **update_metrics,
+                    "broadcast/bytes": sent,
+                    **times,
+                }
+            )
             if cfg.cluster.save_every and (iteration + 1) % cfg.cluster.save_every == 0:
                 roles.save_policy(str(run_dir / "policy"))
         roles.save_policy(str(run_dir / "policy"))
@@ -49,7 +59,9 @@ def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
 
 def schedule(cfg: Config, iteration: int) -> list[Work]:
     """The iteration's trajectories: group_size per task, tasks cycling through a seeded order of the train split."""
-    tasks = make_env(cfg.env.name, seed=cfg.seed, num_tasks=cfg.env.num_tasks, max_steps=cfg.env.max_steps).tasks("train")
+    tasks = make_env(cfg.env.name, seed=cfg.seed, num_tasks=cfg.env.num_tasks, max_steps=cfg.env.max_steps).tasks(
+        "train"
+    )
     random.Random(cfg.seed).shuffle(tasks)
     k = tasks_per_iteration(cfg)
     work = []
@@ -68,8 +80,13 @@ def add_step_advantages(batch: bytes, cfg: Config) -> bytes:
     table = from_ipc(batch)
     group_ids = table.column("group_id").to_pylist()
     outcome_adv = outcome_advantage(table.column("outcome").to_numpy(), group_ids)
-    advantage = step_advantage(outcome_adv, ragged(table, "progress_adv"), group_ids,
-                               coef=cfg.learner.progress_coef, clip=cfg.learner.progress_clip)
+    advantage = step_advantage(
+        outcome_adv,
+        ragged(table, "progress_adv"),
+        group_ids,
+        coef=cfg.learner.progress_coef,
+        clip=cfg.learner.progress_clip,
+    )
     return to_ipc(with_columns(table, step_advantage=[a.astype(np.float32) for a in advantage]))
 
 

@@ -2,7 +2,8 @@
 
 A corridor of rooms; in each room one door, said to be open, leads on. Taking it moves the agent
 forward only with probability 1 - slip (the floor is icy: a stochastic transition); any other door
-keeps it in place. Reaching the exit within `max_steps` gives reward 1, else the trajectory ends with 0.
+keeps it in place. Each room passed gives reward 1 / num_rooms, so the outcome (their sum) is the share
+of the corridor crossed within `max_steps`: 1.0 exactly when the agent reached the exit.
 A policy that takes the open door succeeds far more often than one that guesses, so outcome-driven RL
 shows visible progress within a few iterations on a 135M model.
 """
@@ -70,11 +71,14 @@ class Corridor:
         else:
             self._room += 1
             if self._room == self.num_rooms:
-                return StepResult("You reach the exit. Well done!", 1.0, True, {"success": True})
-            text = f"You walk through the {chosen} door."
+                return StepResult("You reach the exit. Well done!", 1.0 / self.num_rooms, True, {"success": True})
+            return self._next(f"You walk through the {chosen} door.", 1.0 / self.num_rooms)
+        return self._next(text, 0.0)
+
+    def _next(self, text: str, reward: float) -> StepResult:
         if self._steps >= self.max_steps:
-            return StepResult(text + " Time is up.", 0.0, True, {"success": False})
-        return StepResult(f"{text}\n{self._describe()}", 0.0, False)
+            return StepResult(text + " Time is up.", reward, True, {"success": False})
+        return StepResult(f"{text}\n{self._describe()}", reward, False)
 
     def _describe(self) -> str:
         doors, open_door = self._rooms[self._room]

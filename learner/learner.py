@@ -43,7 +43,7 @@ class Learner:
         self._broadcast_group = None
 
     def setup(self, address: str, port: int) -> None:
-        """Join the learner world (every rank concurrently, rendezvous at rank 0's address:port) and build the policy."""
+        """Join the learner world (all ranks concurrently, rendezvous at rank 0's address:port); build the policy."""
         import deepspeed
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,8 +63,10 @@ class Learner:
     def update(self, batch: bytes) -> dict[str, float]:
         """One optimizer update on the batch (an Arrow IPC table with ref_logp and step_advantage)."""
         table = from_ipc(batch)
-        columns = {name: ragged(table, name) for name in (
-            "tokens", "action_mask", "step_index", "behavior_logp", "ref_logp", "step_advantage")}
+        columns = {
+            name: ragged(table, name)
+            for name in ("tokens", "action_mask", "step_index", "behavior_logp", "ref_logp", "step_advantage")
+        }
         num_tokens = float(sum(int(mask.sum()) for mask in columns["action_mask"]))  # over all ranks
         rows = list(range(self.rank, table.num_rows, self.world_size))
         totals: dict[str, float] = defaultdict(float)
@@ -191,8 +193,9 @@ def init_distributed(rank: int, world_size: int, address: str, port: int) -> Non
         import deepspeed.comm.torch  # noqa: F401
 
         sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
-    os.environ.update(MASTER_ADDR=address, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK="0")
+    os.environ.update(
+        MASTER_ADDR=address, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0"
+    )
     if not dist.is_initialized():
         dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size)
     deepspeed.init_distributed(dist_backend=backend)

@@ -7,14 +7,11 @@ Pure torch; the learner and the scorer call it on their own models.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
-
-if TYPE_CHECKING:
-    import numpy as np
 
 
 def token_logp(
@@ -83,6 +80,8 @@ def pad(sequences: Sequence[Sequence[int] | np.ndarray], pad_id: int = 0) -> tup
     input_ids = torch.full((len(sequences), seq_len), pad_id, dtype=torch.long)  # (B, T)
     attention_mask = torch.zeros((len(sequences), seq_len), dtype=torch.long)  # (B, T)
     for row, tokens in enumerate(sequences):
-        input_ids[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
+        input_ids[row, : len(tokens)] = torch.tensor(
+            np.asarray(tokens), dtype=torch.long
+        )  # copies: Arrow memory is read-only
         attention_mask[row, : len(tokens)] = 1
     return input_ids, attention_mask

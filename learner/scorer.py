@@ -54,8 +54,9 @@ class Scorer:
     def score(self, batch: bytes) -> tuple[bytes, dict[str, float]]:
         """Add ref_logp and progress_adv to the batch, then train the implicit PRM on its outcomes.
 
-        Scoring comes before the PRM update, so the live AUROC measures the scorer on trajectories it
-        has not been trained on.
+        The scores come from the forward pass of the PRM's own update, before its optimizer step: one
+        pass instead of two, and the live AUROC measures the scorer on trajectories it was not yet
+        trained on.
         """
         table = from_ipc(batch)
         tokens, masks = ragged(table, "tokens"), ragged(table, "action_mask")
@@ -65,35 +66,44 @@ class Scorer:
         if self.prm is None:
             progress = [np.zeros(int(n), dtype=np.float32) for n in num_steps]
         else:
-            prm_logp = self._logp(self.prm.module, tokens)
+            outcome = np.clip(table.column("outcome").to_numpy().astype(np.float32), 0.0, 1.0)
+            prm_logp, metrics["score/prm_loss"] = self._train_prm(tokens, masks, ref_logp, outcome)
             logratio = [
                 step_sums(np.where(mask, p - r, 0.0), index, int(n))
                 for p, r, mask, index, n in zip(prm_logp, ref_logp, masks, step_index, num_steps)
             ]
             progress = progress_advantage(logratio, self.cfg.beta)
-            outcome = np.clip(table.column("outcome").to_numpy().astype(np.float32), 0.0, 1.0)
-            metrics["score/prm_loss"] = self._train_prm(tokens, masks, ref_logp, outcome)
         scored = with_columns(table, ref_logp=ref_logp, progress_adv=[p.astype(np.float32) for p in progress])
         return to_ipc(scored), metrics
 
-    def _train_prm(self, tokens, masks, ref_logp, outcome: np.ndarray) -> float:
-        """One update of pi_phi: the outcome is predicted by sigmoid(beta * sum of action-token log-ratios)."""
+    def _train_prm(self, tokens, masks, ref_logp, outcome: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """One update of pi_phi: the outcome is predicted by sigmoid(beta * sum of action-token log-ratios).
+
+        Returns the (T,) log-probs of pi_phi before the update, and the loss.
+        """
         self.prm.train()
-        total = 0.0
+        total, before = 0.0, [np.zeros(0, np.float32)] * len(tokens)
         for rows in microbatches([len(t) for t in tokens], self.cfg.microbatch_size):
             input_ids, attention_mask = pad([tokens[i] for i in rows], self.pad_id)
             mask = _padded([masks[i] for i in rows], input_ids.shape, torch.bool).to(self.device)
             ref = _padded([ref_logp[i] for i in rows], input_ids.shape, torch.float32).to(self.device)
             with autocast(self.cfg, self.device):
-                logp = token_logp(self.prm.module, input_ids.to(self.device), attention_mask.to(self.device),
-                                  temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size)
+                logp = token_logp(
+                    self.prm.module,
+                    input_ids.to(self.device),
+                    attention_mask.to(self.device),
+                    temperature=self.temperature,
+                    chunk_size=self.cfg.logp_chunk_size,
+                )
+            for b, i in enumerate(rows):
+                before[i] = logp[b, : len(tokens[i])].detach().float().cpu().numpy()
             reward = self.cfg.beta * torch.where(mask, logp - ref, 0.0).sum(dim=1)  # (B,)
             target = torch.as_tensor(outcome[rows], device=self.device)
             loss = F.binary_cross_entropy_with_logits(reward, target, reduction="sum") / len(tokens)
             self.prm.backward(loss, scale_wrt_gas=False)
-            self.prm.step()
+            self.prm.step()  # DeepSpeed updates only after the last microbatch: every forward saw the old PRM
             total += loss.item()
-        return total
+        return before, total
 
     # --- plumbing ---
     @torch.no_grad()
@@ -103,8 +113,13 @@ class Scorer:
         for rows in microbatches([len(t) for t in tokens], self.cfg.microbatch_size):
             input_ids, attention_mask = pad([tokens[i] for i in rows], self.pad_id)
             with autocast(self.cfg, self.device):
-                logp = token_logp(model, input_ids.to(self.device), attention_mask.to(self.device),
-                                  temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size).cpu()
+                logp = token_logp(
+                    model,
+                    input_ids.to(self.device),
+                    attention_mask.to(self.device),
+                    temperature=self.temperature,
+                    chunk_size=self.cfg.logp_chunk_size,
+                ).cpu()
             for b, i in enumerate(rows):
                 out[i] = logp[b, : len(tokens[i])].numpy().astype(np.float32)
         return out

@@ -11,8 +11,15 @@ PACKAGES = ["envs", "actors", "learner", "cluster"]
 ALLOWED = {"envs": {"envs"}, "actors": {"envs", "actors"}, "learner": {"actors", "learner"}, "cluster": set(PACKAGES)}
 LEARNER_FROM_ACTORS = {"actors.trajectory", "actors.broadcast"}
 FENCES = {"vllm": {"actors/engine.py"}, "deepspeed": {"learner/learner.py", "learner/scorer.py"}}
-PURE = ["envs", "actors/agent_loop.py", "actors/render.py", "actors/trajectory.py", "learner/logp.py",
-        "learner/advantage.py", "learner/loss.py"]
+PURE = [
+    "envs",
+    "actors/agent_loop.py",
+    "actors/render.py",
+    "actors/trajectory.py",
+    "learner/logp.py",
+    "learner/advantage.py",
+    "learner/loss.py",
+]
 
 
 def _imports(path: Path) -> set[str]:
@@ -54,7 +61,7 @@ def test_heavy_imports_are_fenced():
 
 def test_pure_modules_import_no_ray_vllm_or_deepspeed():
     for entry in PURE:
-        for path in (_files(entry) if (REPO / entry).is_dir() else [REPO / entry]):
+        for path in _files(entry) if (REPO / entry).is_dir() else [REPO / entry]:
             tops = {name.split(".")[0] for name in _imports(path)}
             assert not tops & {"ray", "vllm", "deepspeed"}, path
 

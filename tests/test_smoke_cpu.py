@@ -5,6 +5,7 @@ the same config submitted with `ray job submit` to a `ray start --head` cluster 
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,21 +21,47 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "cluster" / "configs" / "cpu_smoke.toml"
 METRIC_KEYS = [
-    "iteration", "policy_version", "rollout/outcome_mean", "rollout/num_trajectories", "rollout/tokens_per_s",
-    "score/progress_adv_mean", "loss/policy", "loss/kl", "loss/ratio_mean", "time/collect", "time/score",
-    "time/update", "time/broadcast", "time/iteration",
+    "iteration",
+    "policy_version",
+    "rollout/outcome_mean",
+    "rollout/num_trajectories",
+    "rollout/tokens_per_s",
+    "score/progress_adv_mean",
+    "loss/policy",
+    "loss/kl",
+    "loss/ratio_mean",
+    "time/collect",
+    "time/score",
+    "time/update",
+    "time/broadcast",
+    "time/iteration",
 ]
 COLUMNS = {
-    "trajectory_id": pa.string(), "task_id": pa.string(), "group_id": pa.string(), "policy_version": pa.int32(),
-    "tokens": pa.list_(pa.int32()), "action_mask": pa.list_(pa.bool_()), "step_index": pa.list_(pa.int16()),
-    "behavior_logp": pa.list_(pa.float32()), "ref_logp": pa.list_(pa.float32()),
-    "step_rewards": pa.list_(pa.float32()), "step_advantage": pa.list_(pa.float32()),
-    "progress_adv": pa.list_(pa.float32()), "outcome": pa.float32(), "num_steps": pa.int16(),
+    "trajectory_id": pa.string(),
+    "task_id": pa.string(),
+    "group_id": pa.string(),
+    "policy_version": pa.int32(),
+    "tokens": pa.list_(pa.int32()),
+    "action_mask": pa.list_(pa.bool_()),
+    "step_index": pa.list_(pa.int16()),
+    "behavior_logp": pa.list_(pa.float32()),
+    "ref_logp": pa.list_(pa.float32()),
+    "step_rewards": pa.list_(pa.float32()),
+    "step_advantage": pa.list_(pa.float32()),
+    "progress_adv": pa.list_(pa.float32()),
+    "outcome": pa.float32(),
+    "num_steps": pa.int16(),
     "finish_reason": pa.string(),
 }
 BIN = Path(sys.executable).parent  # the venv's ray and freelunch scripts
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-       "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+ENV = {
+    **os.environ,
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+}
 
 
 def _freelunch() -> list[str]:
@@ -43,8 +70,14 @@ def _freelunch() -> list[str]:
 
 def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
     run_dir = tmp_path / "run"
-    result = subprocess.run([*_freelunch(), "train", str(CONFIG), "--run-dir", str(run_dir)], cwd=REPO, env=ENV,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [*_freelunch(), "train", str(CONFIG), "--run-dir", str(run_dir)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("iteration ") >= 2 and "iteration 2/2 | outcome" in result.stdout
 
@@ -69,7 +102,9 @@ def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
         assert set(table.column("policy_version").to_pylist()) == {version}
         for row in table.to_pylist():
             assert len(row["tokens"]) == len(row["action_mask"]) == len(row["step_index"]) == len(row["ref_logp"])
-            assert len(row["step_rewards"]) == len(row["progress_adv"]) == len(row["step_advantage"]) == row["num_steps"]
+            assert (
+                len(row["step_rewards"]) == len(row["progress_adv"]) == len(row["step_advantage"]) == row["num_steps"]
+            )
             on_action = [i for i, m in enumerate(row["action_mask"]) if m]
             assert on_action and all(row["step_index"][i] >= 0 for i in on_action)
             assert all(row["behavior_logp"][i] == 0.0 for i in range(len(row["tokens"])) if i not in on_action)
@@ -81,26 +116,89 @@ def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
 
 
 def test_ray_job_submit_runs_the_same_training(tmp_path):
-    ports = {"port": 6391, "dashboard-port": 8277, "metrics-export-port": 8091, "ray-client-server-port": 10091,
-             "dashboard-agent-listen-port": 52391, "runtime-env-agent-port": 52392}
+    ports = {
+        "port": 6391,
+        "dashboard-port": 8277,
+        "metrics-export-port": 8091,
+        "ray-client-server-port": 10091,
+        "dashboard-agent-listen-port": 52391,
+        "runtime-env-agent-port": 52392,
+    }
     head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-         "--num-cpus", "4", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}",
-         *[f"--{key}={value}" for key, value in ports.items()]],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--num-cpus",
+            "4",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp_path / 'ray'}",
+            *[f"--{key}={value}" for key, value in ports.items()],
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     address = f"http://127.0.0.1:{ports['dashboard-port']}"
     try:
         _wait_for(f"{address}/api/version", timeout_s=120)
         run_dir = tmp_path / "run"
-        result = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-             "freelunch", "train", "cluster/configs/cpu_smoke.toml", "--run-dir", str(run_dir)],
-            env=ENV, capture_output=True, text=True, timeout=900,
+        ray = str(BIN / "ray")
+        submitted = subprocess.run(
+            [
+                ray,
+                "job",
+                "submit",
+                "--no-wait",
+                "--submission-id",
+                "freelunch-smoke",
+                "--address",
+                address,
+                "--working-dir",
+                str(REPO),
+                "--",
+                "freelunch",
+                "train",
+                "cluster/configs/cpu_smoke.toml",
+                "--run-dir",
+                str(run_dir),
+            ],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "iteration 2/2 | outcome" in result.stdout  # the job's logs show the progress lines
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        metrics_url = f"http://127.0.0.1:{ports['metrics-export-port']}/metrics"
+        status, exported, deadline = "", False, time.monotonic() + 900
+        while time.monotonic() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            time.sleep(3)
+            exported = exported or "ray_freelunch_loss_kl" in _read(metrics_url)  # exported every ~5 s
+            answer = subprocess.run(
+                [ray, "job", "status", "--address", address, "freelunch-smoke"],
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+            status = next(iter(re.findall(r"Status for job '[^']+': (\w+)", answer)), "")
+        logs = subprocess.run(
+            [ray, "job", "logs", "--address", address, "freelunch-smoke"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert status == "SUCCEEDED", logs[-3000:]
+        assert "iteration 2/2 | outcome" in logs  # the job's logs show the progress lines
         assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+        assert exported, "the run's metrics never reached Ray's Prometheus endpoint"
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # only the head this test started, with its children
         try:
@@ -110,13 +208,18 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
             head.wait(timeout=30)
 
 
+def _read(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
 def _wait_for(url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
+        if _read(url):
+            return
+        time.sleep(1)
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")

@@ -20,8 +20,9 @@ def write(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
-def replace(cfg: Config = Config(), **sections: dict) -> Config:
-    """cfg with top-level fields (scalars) or section fields (dicts) replaced."""
+def replace(cfg: Config | None = None, **sections: dict) -> Config:
+    """cfg (default: the defaults) with top-level fields (scalars) or section fields (dicts) replaced."""
+    cfg = cfg or Config()
     changes = {}
     for name, value in sections.items():
         changes[name] = dataclasses.replace(getattr(cfg, name), **value) if isinstance(value, dict) else value
@@ -181,7 +182,7 @@ def test_dump_then_load_round_trips(tmp_path):
         seed=-5,
         env={"num_tasks": 64, "max_steps": 3},
         actors={"dtype": "float32", "temperature": 1 / 3, "kv_cache_gb": 0.1, "num_gpus": 0.5},
-        learner={"model": "/models/a \"b\"\\c ü", "lr": 1e-300, "kl_coef": 0.0, "beta": 2 / 3, "scorer": "none"},
+        learner={"model": '/models/a "b"\\c ü', "lr": 1e-300, "kl_coef": 0.0, "beta": 2 / 3, "scorer": "none"},
         cluster={"address": "ray://head:10001", "run_dir": "runs/x\ny\t\x7f\x01", "timeout_s": 1e17},
     )
     check(cfg)

@@ -34,15 +34,16 @@ def test_same_seed_same_trajectory():
 
 def test_taking_the_open_door_reaches_the_exit_despite_slips():
     env = make_env("corridor", seed=0, max_steps=50)
-    results, slips = [], 0
+    outcomes, slips = [], 0
     for task in env.tasks("train")[:20]:
-        observation, done = env.reset(task), False
+        observation, done, rewards = env.reset(task), False, []
         while not done:
             result = env.step(f"I take the {_open_door(observation)} door")
             slips += "icy" in result.observation
             observation, done = result.observation, result.done
-        results.append(result.reward)
-    assert results == [1.0] * 20
+            rewards.append(result.reward)
+        outcomes.append((sum(rewards), result.info["success"]))
+    assert outcomes == [(1.0, True)] * 20  # one reward of 1/num_rooms per room passed
     assert slips > 0  # transitions are stochastic
 
 
@@ -57,6 +58,7 @@ def test_wrong_and_unparseable_actions_are_normal_steps():
     assert "not a door here" in second.observation and not second.done
     third = env.step(wrong)
     assert third.done and third.reward == 0.0 and "Time is up" in third.observation
+    assert third.info == {"success": False}
 
 
 def test_unknown_env_lists_available():
