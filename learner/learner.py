@@ -242,5 +242,5 @@ def _padded(rows: list[np.ndarray], shape: torch.Size, dtype: torch.dtype) -> to
     """(B, T) right-padded with zeros (False)."""
     out = torch.zeros(shape, dtype=dtype)
     for b, row in enumerate(rows):
-        out[b, : len(row)] = torch.as_tensor(np.asarray(row), dtype=dtype)
+        out[b, : len(row)] = torch.tensor(np.asarray(row), dtype=dtype)  # copies: Arrow memory is read-only
     return out

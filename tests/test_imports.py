@@ -18,6 +18,8 @@ PURE = [
     "actors/trajectory.py",
     "learner/logp.py",
     "learner/advantage.py",
+    "learner/aggregate.py",
+    "actors/transcript.py",
     "learner/loss.py",
 ]
 

@@ -77,14 +77,22 @@ def _sample(engine, tokenizer, prompts: list[str], temperature: float):
 
 
 def test_engine_weights_equal_learner_weights_after_broadcast(engine, hf_model):
+    """Bit-exact for every tensor vLLM keeps as a tensor. vLLM's CPU backend hands the weights of its
+    linear layers to oneDNN and empties the parameters, so those are checked through the outputs:
+    the log-prob test below matches the learner's to 1e-4 on the broadcast weights."""
     weights = _perturbed(hf_model, seed=1)
     sent = _broadcast(engine, weights)
     assert sent == sum(t.numel() * 4 for t in weights.values())
     live = engine.named_weights()
     expected = _as_vllm(weights)
     assert set(expected) <= set(live)
-    for name, tensor in expected.items():
-        assert torch.equal(live[name], tensor), name  # bit-exact
+    kept = {name for name in expected if live[name].numel() > 0}
+    assert {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} <= kept
+    packed = set(expected) - kept
+    assert all(any(f".{kind}." in name for kind in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"))
+               for name in packed)
+    for name in kept:
+        assert torch.equal(live[name], expected[name]), name  # bit-exact
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
