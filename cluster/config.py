@@ -248,6 +248,11 @@ def check(cfg: Config) -> None:
     need(learner.lr > 0, f"learner.lr ({learner.lr}) must be > 0")
     need(learner.kl_coef >= 0, f"learner.kl_coef ({learner.kl_coef}) must be >= 0")
     need(learner.beta > 0, f"learner.beta ({learner.beta}) must be > 0")
+    need(
+        learner.scorer != "frozen" or bool(learner.scorer_policy),
+        'learner.scorer = "frozen" needs learner.scorer_policy (the numerator model directory)',
+    )
+    need(learner.scorer_lag >= 1, f"learner.scorer_lag ({learner.scorer_lag}) must be >= 1")
     need(learner.logp_chunk_size >= 1, f"learner.logp_chunk_size ({learner.logp_chunk_size}) must be at least 1")
     for key, value in [
         ("actors.num_cpus", actors.num_cpus),

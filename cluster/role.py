@@ -86,6 +86,7 @@ class Roles:
     learner: Role
     buckets: list
     timeout_s: float
+    lagged_scorer: bool
 
     def collect(self, work: list[Work], policy_version: int) -> bytes:
         shares = [work[i :: len(self.rollout.actors)] for i in range(len(self.rollout.actors))]
@@ -107,11 +108,16 @@ class Roles:
         } | {"loss/grad_norm": per_rank[0]["loss/grad_norm"]}
 
     def broadcast(self) -> int:
-        """Learner rank 0 -> every engine; returns the bytes sent."""
-        received = self.rollout.submit("receive_weights", self.buckets)
+        """Learner rank 0 -> every engine (and a lagged scorer); returns the bytes sent."""
+        receivers = self.receivers()
+        received = [receiver.receive_weights.remote(self.buckets) for receiver in receivers]
         sent = self.learner.call("broadcast")
         self.rollout.get(received)
         return sent[0]
+
+    def receivers(self) -> list:
+        """Ranks 1.. of the broadcast group, in order."""
+        return self.rollout.actors + (self.scorer.actors if self.lagged_scorer else [])
 
     def save_policy(self, path: str) -> None:
         self.learner.call("save_policy", path)
@@ -175,15 +181,15 @@ def launch(cfg: Config, model_dir: str):
         port = learner.get(learner.actors[0].free_port.remote())
         learner.call("setup", address, port)
         buckets = learner.get(learner.actors[0].weight_buckets.remote())
-        world = 1 + len(rollout.actors)
+        roles = Roles(buffer, rollout, scorer, learner, buckets, timeout, lagged_scorer=lc.scorer == "lagged")
+        receivers = roles.receivers()
+        world = 1 + len(receivers)
         port = learner.get(learner.actors[0].free_port.remote())
-        joined = rollout.submit_each(
-            "connect_learner", [(address, port, 1 + i, world) for i in range(len(rollout.actors))]
-        )
+        joined = [actor.connect_learner.remote(address, port, 1 + i, world) for i, actor in enumerate(receivers)]
         learner.get(learner.actors[0].connect_rollout.remote(address, port, world))
         rollout.get(joined)
         scorer.get(scorer.submit("__ray_ready__"))
-        yield Roles(buffer, rollout, scorer, learner, buckets, timeout)
+        yield roles
     finally:
         for role in reversed(started):
             role.stop()

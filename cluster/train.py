@@ -18,7 +18,8 @@ from cluster.config import Config, dump, tasks_per_iteration
 from cluster.log import MetricsLog, timer
 from cluster.role import launch
 from envs import make_env
-from learner.advantage import auroc, outcome_advantage, step_advantage
+from learner.advantage import outcome_advantage, step_advantage
+from learner.aggregate import auroc, min_cumulative
 
 
 def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
@@ -34,7 +35,7 @@ def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
                     batch = roles.collect(schedule(cfg, iteration), policy_version=version)
                 with timer(times, "time/score"):
                     batch, score_metrics = roles.score(batch)
-                batch = add_step_advantages(batch, cfg)
+                batch, advantage_metrics = add_step_advantages(batch, cfg)
                 with timer(times, "time/update"):
                     update_metrics = roles.update(batch)
                 with timer(times, "time/broadcast"):
@@ -47,6 +48,7 @@ def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
                     "policy_version": version,
                     **batch_metrics(batch, times),
                     **score_metrics,
+                    **advantage_metrics,
                     **update_metrics,
                     "broadcast/bytes": sent,
                     **times,
@@ -75,7 +77,7 @@ def schedule(cfg: Config, iteration: int) -> list[Work]:
 
 
 # --- algorithm ---
-def add_step_advantages(batch: bytes, cfg: Config) -> bytes:
+def add_step_advantages(batch: bytes, cfg: Config) -> tuple[bytes, dict[str, float]]:
     """Outcome advantage (group-normalised) + lambda * clipped, group-centred progress advantage, per step."""
     table = from_ipc(batch)
     group_ids = table.column("group_id").to_pylist()
@@ -86,8 +88,14 @@ def add_step_advantages(batch: bytes, cfg: Config) -> bytes:
         group_ids,
         coef=cfg.learner.progress_coef,
         clip=cfg.learner.progress_clip,
+        failure_gating=cfg.learner.failure_gating,
     )
-    return to_ipc(with_columns(table, step_advantage=[a.astype(np.float32) for a in advantage]))
+    # share of the advantage's magnitude that the progress term contributes (PAPER.md 8.4, what to monitor)
+    outcome_part = np.concatenate([np.full(len(a), o) for a, o in zip(advantage, outcome_adv)] or [np.zeros(0)])
+    total = np.concatenate(advantage or [np.zeros(0)])
+    share = float(np.abs(total - outcome_part).sum() / max(np.abs(total).sum(), 1e-12))
+    scored = with_columns(table, step_advantage=[a.astype(np.float32) for a in advantage])
+    return to_ipc(scored), {"score/progress_share": share}
 
 
 def batch_metrics(batch: bytes, times: dict[str, float]) -> dict[str, float]:
@@ -107,4 +115,18 @@ def batch_metrics(batch: bytes, times: dict[str, float]) -> dict[str, float]:
         "score/progress_adv_mean": float(np.concatenate(progress).mean()) if action_tokens else 0.0,
         "score/progress_adv_std": float(np.concatenate(progress).std()) if action_tokens else 0.0,
         "score/auroc": auroc(trajectory_pa, outcome > 0.5),
+        **progress_by_step(progress, outcome),
     }
+
+
+def progress_by_step(progress: list[np.ndarray], outcome: np.ndarray) -> dict[str, float]:
+    """Mean progress advantage at each step position, and where failed trajectories (outcome <= 0.5)
+    are predicted to have failed (argmin of the cumulative progress advantage, PAPER.md 3.5)."""
+    metrics = {}
+    for t in range(max((len(p) for p in progress), default=0)):
+        metrics[f"score/progress_adv_step_{t}"] = float(np.mean([p[t] for p in progress if len(p) > t]))
+    failed = [p for p, o in zip(progress, outcome) if o <= 0.5 and len(p)]
+    predicted = [min_cumulative(p, [True] * len(p)) for p in failed]
+    for t in sorted(set(predicted)):
+        metrics[f"score/failure_step_{t}"] = predicted.count(t) / len(failed)
+    return metrics

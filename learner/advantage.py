@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from learner.aggregate import min_cumulative
+
 
 def outcome_advantage(outcome: np.ndarray, group_ids: Sequence[str], eps: float = 1e-6) -> np.ndarray:
     """GRPO outcome advantage, PAPER.md §8.4: (R - group mean) / (group std + eps), (B,).
@@ -55,8 +57,13 @@ def step_advantage(
     *,
     coef: float,
     clip: float,
+    failure_gating: bool = False,
 ) -> list[np.ndarray]:
     """Advantage of every step, PAPER.md §8.4: A_out[i] + coef * clip(progress_adv[i, t] - group mean).
+
+    With failure_gating (PAPER.md §8.4 variant a), a trajectory with A_out[i] < 0 gets its outcome term
+    only from t_hat = argmin_t cumsum(progress_adv[i])[t] (the predicted failure step, §3.5) on, so
+    the steps before the mistake are not blamed for it.
 
     progress_adv is centred by its mean over all steps of all trajectories of the group, because its
     mean under the policy is beta * KL > 0, not 0. It is deliberately not divided by the group's std
@@ -79,26 +86,13 @@ def step_advantage(
             continue  # exactly 0, not a rounding residue
         for i in members:
             centred[i] = progress_adv[i] - values.mean()
-    return [outcome_adv[i] + coef * np.clip(centred[i], -clip, clip) for i in range(len(progress_adv))]
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of `scores` predicting `labels` (True = success), ties counted half.
-
-    Rank-based (Mann-Whitney U). Returns nan when labels hold only one class. Used for the live
-    `score/` metric: trajectory progress advantage vs outcome (PAPER.md §8.4, "What to monitor").
-    """
-    scores = np.asarray(scores, dtype=np.float64)  # (B,)
-    positive = np.asarray(labels).astype(bool)  # (B,)
-    num_pos, num_neg = int(positive.sum()), int((~positive).sum())
-    if num_pos == 0 or num_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    # Tied scores share the mean of the 1-based ranks they span.
-    mean_rank = np.cumsum(counts) - (counts - 1) / 2
-    ranks = mean_rank[inverse]  # (B,)
-    u = ranks[positive].sum() - num_pos * (num_pos + 1) / 2
-    return float(u / (num_pos * num_neg))
+    advantage = []
+    for i, steps in enumerate(progress_adv):
+        outcome_term = np.full(len(steps), outcome_adv[i])  # (S,)
+        if failure_gating and outcome_adv[i] < 0 and len(steps):
+            outcome_term[: min_cumulative(steps, [True] * len(steps))] = 0.0
+        advantage.append(outcome_term + coef * np.clip(centred[i], -clip, clip))
+    return advantage
 
 
 def _groups(group_ids: Sequence[str]) -> dict[str, list[int]]:

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from learner.advantage import auroc
-
 TOKEN_AGGS = ("sum", "mean", "min", "max", "last")
 STEP_AGGS = ("mean", "sum", "last", "max", "min", "bottom10")
 PREDICTORS = ("min_cumulative", "sharpest_drop", "sharpest_abs_drop")
@@ -160,6 +158,25 @@ def sharpest_abs_drop(scores: np.ndarray, valid: Sequence[bool]) -> int:
 
 
 # --- evaluation of the three applications (PAPER.md §4) ---
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` predicting `labels` (True = success), ties counted half.
+
+    Rank-based (Mann-Whitney U). Returns nan when labels hold only one class. Used for the live
+    `score/` metric: trajectory progress advantage vs outcome (PAPER.md §8.4, "What to monitor").
+    """
+    scores = np.asarray(scores, dtype=np.float64)  # (B,)
+    positive = np.asarray(labels).astype(bool)  # (B,)
+    num_pos, num_neg = int(positive.sum()), int((~positive).sum())
+    if num_pos == 0 or num_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # Tied scores share the mean of the 1-based ranks they span.
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2
+    ranks = mean_rank[inverse]  # (B,)
+    u = ranks[positive].sum() - num_pos * (num_pos + 1) / 2
+    return float(u / (num_pos * num_neg))
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

@@ -31,11 +31,23 @@ class LearnerConfig:
     """Weight of the KL-to-reference loss term."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator on action tokens (Schulman's k1/k2/k3); k3 is unbiased and always >= 0."""
-    scorer: Literal["implicit_prm", "none"] = "implicit_prm"
-    """Progress-advantage scorer: an online implicit PRM trained from outcomes (PRIME-style), or none
-    (outcome-only GRPO). Never the current policy's own ratio: that only cancels the KL (PAPER.md 8.4)."""
+    scorer: Literal["implicit_prm", "frozen", "lagged", "none"] = "implicit_prm"
+    """Progress-advantage scorer (PAPER.md 8.4): implicit_prm = an online implicit PRM trained from outcomes
+    (PRIME-style); frozen = a fixed (scorer_policy, scorer_ref) pair of directories; lagged = our own policy
+    of scorer_lag versions ago against the reference; none = outcome-only GRPO. Never the current policy's
+    own ratio: that only cancels the KL."""
+    scorer_policy: str = ""
+    """frozen: the numerator model directory, e.g. an RL-trained checkpoint; same tokenizer as the policy."""
+    scorer_ref: str = ""
+    """frozen: the denominator model directory; "" = the run's reference (no extra forward pass)."""
+    scorer_lag: int = 8
+    """lagged: how many policy versions behind the numerator is. Small lags approach the policy's own
+    ratio, whose reward only cancels the KL penalty; the first scorer_lag iterations score 0."""
     beta: float = 0.05
-    """beta of the implicit PRM: progress_adv = beta * sum over the step's action tokens of (logp_prm - logp_ref)."""
+    """beta of the scorer: progress_adv = beta * sum over the step's action tokens of (logp_scorer - logp_ref)."""
+    failure_gating: bool = False
+    """For a trajectory with a negative outcome advantage, apply that advantage only from the step where the
+    cumulative progress advantage is lowest (the predicted failure step) on: the good prefix is spared."""
     prm_lr: float = 1e-5
     """AdamW learning rate of the implicit PRM."""
     progress_coef: float = 0.5

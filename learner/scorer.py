@@ -1,18 +1,21 @@
 """[ref scoring] Scorer: the frozen reference and the progress-advantage scorer, on resources of their own.
 
 rollout -> [scorer] -> advantage -> learner. For every trajectory it adds `ref_logp` (per token, for the
-KL term) and `progress_adv` (per step). The default scorer is an online implicit PRM (PRIME, PAPER.md
-8.2-8.4): a separate model pi_phi, initialised from the reference and trained from outcomes, whose
-beta * log pi_phi/pi_ref summed over a step's action tokens is read as that step's advantage. It is
-never the policy's own ratio: that is the k1 KL estimate and only cancels the KL penalty (PAPER.md 8.4).
+KL term) and `progress_adv` (per step): beta * log pi_s/pi_ref_s summed over a step's action tokens,
+read as that step's advantage (PAPER.md 2.4, 8.4). The numerator pi_s is, by `learner.scorer`: an online
+implicit PRM (PRIME, PAPER.md 8.2) initialised from the reference and trained from outcomes (default);
+a frozen checkpoint pair; or our own policy `scorer_lag` versions ago (it then joins the broadcast).
+It is never the current policy: that ratio is the k1 KL estimate and only cancels the KL penalty.
 """
 
 import math
+from collections import deque
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from actors.broadcast import BucketSpec, receive, weight_sync_group
 from actors.trajectory import from_ipc, ragged, to_ipc, with_columns
 from learner.advantage import progress_advantage, step_sums
 from learner.config import LearnerConfig
@@ -30,9 +33,8 @@ class Scorer:
         self.device = _device()
         self.pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
         dtype = weights_dtype(cfg, self.device)
-        self.ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
-        self.ref.requires_grad_(False)
-        self.prm = None
+        self.ref = _frozen(model_dir, dtype, self.device)
+        self.prm = self.numerator = self.denominator = None
         if cfg.scorer == "implicit_prm":
             # Same weights, dtype and code path as the reference, so numerical error cancels in the ratio.
             prm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device)
@@ -48,7 +50,16 @@ class Scorer:
                 "steps_per_print": 2**31 - 1,
             }
             self.prm, *_ = deepspeed.initialize(model=prm, optimizer=optimizer, config=config)
+        elif cfg.scorer == "frozen":
+            for other in filter(None, (cfg.scorer_policy, cfg.scorer_ref)):
+                _check_same_tokenizer(model_dir, other)
+            self.numerator = _frozen(cfg.scorer_policy, dtype, self.device)
+            self.denominator = _frozen(cfg.scorer_ref, dtype, self.device) if cfg.scorer_ref else None
+        elif cfg.scorer == "lagged":
+            self.numerator = _frozen(model_dir, dtype, self.device)  # version 0 is the reference itself
+            self._versions: deque = deque()
         self.cfg, self.temperature = cfg, temperature
+        self._broadcast_group = None
 
     # --- algorithm ---
     def score(self, batch: bytes) -> tuple[bytes, dict[str, float]]:
@@ -63,16 +74,20 @@ class Scorer:
         step_index, num_steps = ragged(table, "step_index"), table.column("num_steps").to_numpy()
         ref_logp = self._logp(self.ref, tokens)
         metrics: dict[str, float] = {}
-        if self.prm is None:
-            progress = [np.zeros(int(n), dtype=np.float32) for n in num_steps]
-        else:
+        if self.prm is not None:
             outcome = np.clip(table.column("outcome").to_numpy().astype(np.float32), 0.0, 1.0)
-            prm_logp, metrics["score/prm_loss"] = self._train_prm(tokens, masks, ref_logp, outcome)
-            logratio = [
-                step_sums(np.where(mask, p - r, 0.0), index, int(n))
-                for p, r, mask, index, n in zip(prm_logp, ref_logp, masks, step_index, num_steps)
-            ]
-            progress = progress_advantage(logratio, self.cfg.beta)
+            scorer_logp, metrics["score/prm_loss"] = self._train_prm(tokens, masks, ref_logp, outcome)
+            base_logp = ref_logp
+        elif self.numerator is not None:
+            scorer_logp = self._logp(self.numerator, tokens)
+            base_logp = ref_logp if self.denominator is None else self._logp(self.denominator, tokens)
+        else:
+            scorer_logp = base_logp = ref_logp  # scorer "none": a progress advantage of exactly 0
+        logratio = [
+            step_sums(np.where(mask, s - b, 0.0), index, int(n))
+            for s, b, mask, index, n in zip(scorer_logp, base_logp, masks, step_index, num_steps)
+        ]
+        progress = progress_advantage(logratio, self.cfg.beta)
         scored = with_columns(table, ref_logp=ref_logp, progress_adv=[p.astype(np.float32) for p in progress])
         return to_ipc(scored), metrics
 
@@ -123,3 +138,28 @@ class Scorer:
             for b, i in enumerate(rows):
                 out[i] = logp[b, : len(tokens[i])].numpy().astype(np.float32)
         return out
+
+    def connect_learner(self, address: str, port: int, rank: int, world_size: int) -> None:
+        """Join the broadcast group (lagged scorer only): the policy's versions arrive like an engine's."""
+        self._broadcast_group = weight_sync_group(address, port, rank, world_size)
+
+    def receive_weights(self, buckets: list[BucketSpec]) -> None:
+        """Keep the broadcast version; the numerator becomes the policy of scorer_lag versions ago."""
+        self._versions.append(dict(receive(self._broadcast_group[1], buckets)))
+        if len(self._versions) > self.cfg.scorer_lag:
+            self.numerator.load_state_dict(self._versions.popleft(), strict=False)
+
+
+def _frozen(model_dir: str, dtype: torch.dtype, device: torch.device):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    return model.requires_grad_(False)
+
+
+def _check_same_tokenizer(model_dir: str, other: str) -> None:
+    """Both ratios are taken on the policy's token ids, so the scorer pair must share its vocabulary."""
+    from transformers import AutoTokenizer
+
+    if AutoTokenizer.from_pretrained(model_dir).get_vocab() != AutoTokenizer.from_pretrained(other).get_vocab():
+        raise ValueError(f"scorer model {other} has a different tokenizer from the policy {model_dir}")

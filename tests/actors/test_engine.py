@@ -89,8 +89,9 @@ def test_engine_weights_equal_learner_weights_after_broadcast(engine, hf_model):
     kept = {name for name in expected if live[name].numel() > 0}
     assert {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} <= kept
     packed = set(expected) - kept
-    assert all(any(f".{kind}." in name for kind in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"))
-               for name in packed)
+    assert all(
+        any(f".{kind}." in name for kind in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")) for name in packed
+    )
     for name in kept:
         assert torch.equal(live[name], expected[name]), name  # bit-exact
 

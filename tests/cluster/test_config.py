@@ -280,3 +280,8 @@ def test_sections_are_the_package_configs():
         LearnerConfig,
         ClusterConfig,
     )
+
+
+def test_check_rejects_frozen_scorer_without_its_model():
+    with pytest.raises(ConfigError, match="needs learner.scorer_policy"):
+        check(replace(learner={"scorer": "frozen"}))

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from learner.advantage import auroc, outcome_advantage, progress_advantage, step_advantage, step_sums
+from learner.advantage import outcome_advantage, progress_advantage, step_advantage, step_sums
+from learner.aggregate import auroc
 
 
 def test_outcome_advantage_normalises_within_each_group():
@@ -106,3 +107,14 @@ def test_auroc_matches_pairwise_count_with_ties():
 def test_auroc_is_nan_for_one_class():
     assert math.isnan(auroc(np.array([0.2, 0.9]), np.array([1, 1])))
     assert math.isnan(auroc(np.array([]), np.array([])))
+
+
+def test_failure_gating_spares_steps_before_the_predicted_failure():
+    # Trajectory 0 failed (outcome advantage -1); its cumulative progress [0.5, 0.7, -0.3, -0.2] is
+    # lowest at step 2, so steps 0-1 lose the outcome term. Trajectory 1 succeeded: never gated.
+    progress = [np.array([0.5, 0.2, -1.0, 0.1]), np.array([0.1, 0.1])]
+    outcome_adv = np.array([-1.0, 1.0])
+    gated = step_advantage(outcome_adv, progress, ["g", "h"], coef=0.0, clip=1.0, failure_gating=True)
+    assert gated[0].tolist() == [0.0, 0.0, -1.0, -1.0] and gated[1].tolist() == [1.0, 1.0]
+    plain = step_advantage(outcome_adv, progress, ["g", "h"], coef=0.0, clip=1.0)
+    assert plain[0].tolist() == [-1.0] * 4

@@ -1,5 +1,7 @@
 """Learner and Scorer in-process (DeepSpeed ZeRO-2, a gloo world of one) on the tiny model."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,99 @@ def test_saved_policy_reloads_with_the_learner_weights(learner, tmp_path):
     reloaded = dict(AutoModelForCausalLM.from_pretrained(tmp_path / "policy").named_parameters())
     for name, p in learner.engine.module.named_parameters():
         assert torch.equal(reloaded[name], p.detach()), name
+
+
+def _perturbed_copy(model_dir: str, out, seed: int) -> str:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return str(out)
+
+
+def _expected_progress(numerator, denominator, table, beta: float) -> list[np.ndarray]:
+    tokens = ragged(table, "tokens")
+    ids, attention = pad(tokens)
+    with torch.no_grad():
+        diff = token_logp(numerator, ids, attention, temperature=0.7) - token_logp(
+            denominator, ids, attention, temperature=0.7
+        )
+    return [
+        beta * step_sums(np.where(mask, diff[b, : len(mask)].numpy(), 0.0), index, 2)
+        for b, (mask, index) in enumerate(zip(ragged(table, "action_mask"), ragged(table, "step_index")))
+    ]
+
+
+def test_frozen_scorer_scores_with_its_pair_against_the_reference(tiny_model_dir, tmp_path):
+    from dataclasses import replace
+
+    from learner.scorer import Scorer
+
+    pair = _perturbed_copy(tiny_model_dir, tmp_path / "rl", seed=5)
+    scorer = Scorer(
+        replace(CFG, scorer="frozen", scorer_policy=pair), model_dir=tiny_model_dir, temperature=0.7, seed=0
+    )
+    table = from_ipc(_batch())
+    scored = from_ipc(scorer.score(_batch())[0])
+    expected = _expected_progress(scorer.numerator, scorer.ref, table, beta=0.5)
+    for got, want in zip(ragged(scored, "progress_adv"), expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert np.abs(got).max() > 0
+
+
+def test_frozen_scorer_rejects_a_pair_with_another_tokenizer(tiny_model_dir, tmp_path):
+    from dataclasses import replace
+
+    from learner.scorer import Scorer
+
+    other = str(tmp_path / "other")
+    from cluster.models import build_tiny_model
+
+    build_tiny_model(tmp_path / "other")
+    path = tmp_path / "other" / "tokenizer.json"
+    tokenizer = json.loads(path.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    first, second = list(vocab)[100:102]
+    vocab[first], vocab[second] = vocab[second], vocab[first]  # same tokens, other ids
+    path.write_text(json.dumps(tokenizer))
+    with pytest.raises(ValueError, match="different tokenizer"):
+        Scorer(replace(CFG, scorer="frozen", scorer_policy=other), model_dir=tiny_model_dir, temperature=0.7, seed=0)
+
+
+def test_lagged_scorer_uses_the_policy_of_lag_versions_ago(tiny_model_dir, tmp_path):
+    import threading
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from actors.broadcast import weight_sync_group
+    from learner.broadcast import plan_buckets, send
+    from learner.learner import free_port
+    from learner.scorer import Scorer
+
+    scorer = Scorer(replace(CFG, scorer="lagged", scorer_lag=1), model_dir=tiny_model_dir, temperature=0.7, seed=0)
+    assert all(np.all(p == 0.0) for p in ragged(from_ipc(scorer.score(_batch())[0]), "progress_adv"))
+    port, groups = free_port(), {}
+    joiner = threading.Thread(target=lambda: groups.update(tx=weight_sync_group("127.0.0.1", port, 0, 2)))
+    joiner.start()
+    scorer.connect_learner("127.0.0.1", port, 1, 2)
+    joiner.join(timeout=60)
+    versions = [
+        AutoModelForCausalLM.from_pretrained(_perturbed_copy(tiny_model_dir, tmp_path / f"v{v}", seed=v))
+        for v in (1, 2)
+    ]
+    for model in versions:  # broadcast version 1, then version 2
+        weights = {name: p.detach() for name, p in model.named_parameters()}
+        buckets = plan_buckets(weights.items(), bucket_mb=0.5)
+        sender = threading.Thread(target=send, args=(groups["tx"][1], buckets, weights))
+        sender.start()
+        scorer.receive_weights(buckets)
+        sender.join(timeout=60)
+    # after version 2 with a lag of 1 the numerator is version 1
+    for name, p in versions[0].named_parameters():
+        assert torch.equal(dict(scorer.numerator.named_parameters())[name], p), name
