@@ -49,7 +49,7 @@ class Learner:
 
         torch.manual_seed(self.seed + self.rank)
         init_distributed(self.rank, self.world_size, address, port)
-        self.device = _device()
+        self.device = default_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=weights_dtype(self.cfg, self.device))
         model.to(self.device)
@@ -85,11 +85,11 @@ class Learner:
     def _backward(self, rows: list[int], columns: dict, num_tokens: float) -> dict[str, float]:
         input_ids, attention_mask = pad([columns["tokens"][i] for i in rows], self.tokenizer.pad_token_id or 0)
         per_token = {
-            "action_mask": _padded([columns["action_mask"][i] for i in rows], input_ids.shape, torch.bool),
-            "behavior_logp": _padded([columns["behavior_logp"][i] for i in rows], input_ids.shape, torch.float32),
-            "ref_logp": _padded([columns["ref_logp"][i] for i in rows], input_ids.shape, torch.float32),
+            "action_mask": padded([columns["action_mask"][i] for i in rows], input_ids.shape, torch.bool),
+            "behavior_logp": padded([columns["behavior_logp"][i] for i in rows], input_ids.shape, torch.float32),
+            "ref_logp": padded([columns["ref_logp"][i] for i in rows], input_ids.shape, torch.float32),
             # each action token carries its step's advantage (step_index -1 off actions)
-            "advantage": _padded(
+            "advantage": padded(
                 [_token_advantage(columns["step_advantage"][i], columns["step_index"][i]) for i in rows],
                 input_ids.shape,
                 torch.float32,
@@ -215,7 +215,7 @@ def deepspeed_config(cfg: LearnerConfig, world_size: int, device: torch.device) 
     }
 
 
-def _device() -> torch.device:
+def default_device() -> torch.device:
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
@@ -238,7 +238,7 @@ def _token_advantage(step_advantage: np.ndarray, step_index: np.ndarray) -> np.n
     return out
 
 
-def _padded(rows: list[np.ndarray], shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+def padded(rows: list[np.ndarray], shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) right-padded with zeros (False)."""
     out = torch.zeros(shape, dtype=dtype)
     for b, row in enumerate(rows):

@@ -19,7 +19,7 @@ from actors.broadcast import BucketSpec, receive, weight_sync_group
 from actors.trajectory import from_ipc, ragged, to_ipc, with_columns
 from learner.advantage import progress_advantage, step_sums
 from learner.config import LearnerConfig
-from learner.learner import _device, _padded, autocast, free_port, init_distributed, weights_dtype
+from learner.learner import autocast, default_device, free_port, init_distributed, padded, weights_dtype
 from learner.logp import microbatches, pad, token_logp
 
 
@@ -30,7 +30,7 @@ class Scorer:
 
         torch.manual_seed(seed)
         init_distributed(0, 1, "127.0.0.1", free_port())  # a world of one: DeepSpeed needs a process group
-        self.device = _device()
+        self.device = default_device()
         self.pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
         dtype = weights_dtype(cfg, self.device)
         self.ref = _frozen(model_dir, dtype, self.device)
@@ -100,8 +100,8 @@ class Scorer:
         total, before = 0.0, [np.zeros(0, np.float32)] * len(tokens)
         for rows in microbatches([len(t) for t in tokens], self.cfg.microbatch_size):
             input_ids, attention_mask = pad([tokens[i] for i in rows], self.pad_id)
-            mask = _padded([masks[i] for i in rows], input_ids.shape, torch.bool).to(self.device)
-            ref = _padded([ref_logp[i] for i in rows], input_ids.shape, torch.float32).to(self.device)
+            mask = padded([masks[i] for i in rows], input_ids.shape, torch.bool).to(self.device)
+            ref = padded([ref_logp[i] for i in rows], input_ids.shape, torch.float32).to(self.device)
             with autocast(self.cfg, self.device):
                 logp = token_logp(
                     self.prm.module,
