@@ -9,7 +9,7 @@ __all__ = ["Env", "StepResult", "Task", "available", "make_env"]
 
 
 def available() -> list[str]:
-    return ["corridor"]
+    return ["corridor", "mdp"]
 
 
 def make_env(name: str, seed: int = 0, **options) -> Env:
@@ -17,4 +17,8 @@ def make_env(name: str, seed: int = 0, **options) -> Env:
         from envs.corridor import Corridor
 
         return Corridor(seed=seed, **options)
+    elif name == "mdp":
+        from envs.mdp import TextMDP
+
+        return TextMDP(seed=seed, **options)
     raise ValueError(f"unknown env {name!r}; available: {', '.join(available())}")
