@@ -5,7 +5,8 @@
 Input file -> actors/transcript.py (read, render, left-truncate) -> per-token logp of both models in
 length-sorted microbatches (learner/logp.py) -> learner/aggregate.py (step scores, trajectory score, the
 two one-model baselines) -> output records (Parquet or JSONL, written atomically) -> summary.json, and
-with --report cluster/report.py. One process, no Ray; CPU or the first GPU.
+with --report cluster/report.py. CPU or the first GPU; with --ray N the log-probs are computed by N Ray
+tasks over length-balanced shards (a running cluster under `ray job submit`, else a local one).
 """
 
 import argparse
@@ -65,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="none", choices=TASKS, help="best-of-N, uncertainty or failure steps")
     parser.add_argument("--report", metavar="DIR", help="write summary.json, report.html and PNG plots here")
     parser.add_argument("--microbatch-size", type=int, default=8, help="trajectories per forward pass")
+    parser.add_argument("--ray", type=int, default=0, metavar="N", help="spread trajectories over N Ray workers")
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -79,7 +81,15 @@ def run_score(args: argparse.Namespace) -> int:
         print(f"freelunch: {error}", file=sys.stderr)
         return 2
     # --- algorithm ---
-    policy_logp, ref_logp = pair_logp(policy_dir, ref_dir, tokens, args.microbatch_size, tokenizer.pad_token_id or 0)
+    logp = ray_pair_logp if args.ray else pair_logp
+    policy_logp, ref_logp = logp(
+        policy_dir,
+        ref_dir,
+        tokens,
+        args.microbatch_size,
+        tokenizer.pad_token_id or 0,
+        **({"workers": args.ray} if args.ray else {}),
+    )
     steps = step_scores(tokens, policy_logp, ref_logp, token_agg=args.token_agg, beta=args.beta)
     scores = {m: [trajectory_score(s, args.step_agg) for s in steps[m]] for m in METHODS}
     # --- plumbing ---
@@ -101,6 +111,8 @@ def run_score(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> None:
     if args.max_length < 2:
         raise ValueError(f"--max-length must be at least 2 (a logp needs a token before it), got {args.max_length}")
+    if args.ray < 0:
+        raise ValueError(f"--ray must be a number of workers >= 1, got {args.ray}")
     if args.microbatch_size < 1:
         raise ValueError(f"--microbatch-size must be at least 1, got {args.microbatch_size}")
     if args.report:
@@ -152,6 +164,31 @@ def pair_logp(
     models = [load(policy_dir)] if ref_dir == policy_dir else [load(policy_dir), load(ref_dir)]
     logp = sequence_logp(models, [t.ids for t in tokens], microbatch_size, pad_id, device)
     return logp[0], logp[-1]
+
+
+def ray_pair_logp(
+    policy_dir: str, ref_dir: str, tokens: list[Tokenized], microbatch_size: int, pad_id: int, *, workers: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """pair_logp over `workers` Ray tasks of one CPU (or GPU) each; shards dealt longest first, so balanced."""
+    import ray
+
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(namespace="freelunch")
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1", namespace="freelunch")
+    order = sorted(range(len(tokens)), key=lambda i: -len(tokens[i].ids))
+    shards = [shard for shard in (order[w::workers] for w in range(workers)) if shard]
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus)(pair_logp)
+    refs = [task.remote(policy_dir, ref_dir, [tokens[i] for i in shard], microbatch_size, pad_id) for shard in shards]
+    policy_logp: list = [None] * len(tokens)
+    ref_logp: list = [None] * len(tokens)
+    # No timeout: a scoring job's length grows with its data; a dead worker raises here instead of hanging.
+    for shard, (policy, ref) in zip(shards, ray.get(refs)):
+        for i, p, r in zip(shard, policy, ref):
+            policy_logp[i], ref_logp[i] = p, r
+    return policy_logp, ref_logp
 
 
 def sequence_logp(models: list, sequences: list[list[int]], microbatch_size: int, pad_id: int, device) -> list:

@@ -177,3 +177,23 @@ def test_malformed_line_errors_with_file_and_line_and_writes_nothing(tiny_model_
     assert main([*argv, "--output", str(output), "--task", "uq"]) == 2
     assert f"{source}:2:" in capsys.readouterr().err
     assert not output.parent.exists()
+
+
+@pytest.mark.slow
+def test_ray_workers_give_the_same_scores_as_one_process(tiny_model_dir, perturbed_model_dir, tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    source = write_chat(tmp_path / "in.jsonl")
+    argv = ["score", "--policy", perturbed_model_dir, "--ref", tiny_model_dir, "--input", str(source)]
+    assert main([*argv, "--output", str(tmp_path / "one.jsonl")]) == 0
+    try:
+        assert main([*argv, "--output", str(tmp_path / "ray.jsonl"), "--ray", "2"]) == 0
+    finally:
+        ray.shutdown()
+    one, spread = read_jsonl(tmp_path / "one.jsonl"), read_jsonl(tmp_path / "ray.jsonl")
+    assert [r["id"] for r in spread] == [r["id"] for r in one]
+    for a, b in zip(one, spread):
+        np.testing.assert_allclose(b["score"], a["score"], atol=1e-5)
+        assert [s is None for s in b["step_scores"]] == [s is None for s in a["step_scores"]]
