@@ -100,6 +100,11 @@ class VLLMEngine:
                     self._waiting.pop(output.request_id).set_result(_completion(output.outputs[0]))
             await asyncio.sleep(0)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the sampling random stream: the engine core runs in this process and samples from
+        torch's default generator, so an iteration's samples depend only on (seed, what is asked)."""
+        torch.manual_seed(seed)
+
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors into the live model; later requests see only the new weights."""
         if self._waiting:

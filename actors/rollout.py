@@ -42,11 +42,13 @@ class RolloutActor:
             kv_cache_gb=actors.kv_cache_gb,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.actors, self.env, self.sink = actors, env, sink
+        self.actors, self.env, self.sink, self.seed = actors, env, sink, seed
         self._broadcast_group = None
 
     async def collect(self, work: list[Work], policy_version: int) -> int:
         """Play every trajectory of `work` concurrently; returns how many reached the sink."""
+        # Seeded per policy version, so a resumed run samples exactly what an uninterrupted one would.
+        self.engine.reseed(self.seed * 100_003 + policy_version)
         return sum(await asyncio.gather(*(self._play(item, policy_version) for item in work)))
 
     async def _play(self, item: Work, policy_version: int) -> int:

@@ -1,6 +1,6 @@
 """The `freelunch` command.
 
-    freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR] [--dry-run]
+    freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR] [--resume RUN_DIR] [--dry-run]
     freelunch score --policy DIR --ref DIR --input FILE --output FILE [...]   (see cluster/score.py)
 
 With no config the quickstart runs: SmolLM2-135M-Instruct on the corridor env, on an embedded local
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="train a policy (the actor-learner loop)")
     train.add_argument("args", nargs="*", metavar="[CONFIG.toml] [key=value ...]")
     train.add_argument("--run-dir", help="where the run writes its files (default runs/<time>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (its config)")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config as TOML and exit")
     score = commands.add_parser("score", help="score trajectories with the progress advantage of a model pair")
     score_command.add_arguments(score)
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         return score_command.run_score(args)
     try:
         config_path, overrides = _split(args.args)
+        if args.resume:
+            if config_path or args.run_dir:
+                raise ConfigError("--resume RUN_DIR takes the run's own config.toml and directory; give only overrides")
+            config_path, args.run_dir = str(Path(args.resume) / "config.toml"), args.resume
         cfg = load(config_path, overrides)
     except ConfigError as error:
         print(f"freelunch: config error: {error}", file=sys.stderr)
@@ -50,16 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(dump(cfg), end="")
         return 0
-    return run_train(cfg, args.run_dir)
+    return run_train(cfg, args.run_dir, resume=bool(args.resume))
 
 
-def run_train(cfg: Config, run_dir: str | None) -> int:
+def run_train(cfg: Config, run_dir: str | None, resume: bool = False) -> int:
     for key, value in DEFAULT_ENV.items():
         os.environ.setdefault(key, value)
     from cluster.models import resolve_model
 
     try:
         model_dir = str(resolve_model(cfg.learner.model))
+        if resume:
+            from cluster.checkpoint import latest
+
+            latest(Path(run_dir))  # fail before any actor starts
     except FileNotFoundError as error:
         print(f"freelunch: {error}", file=sys.stderr)
         return 2
@@ -71,7 +80,7 @@ def run_train(cfg: Config, run_dir: str | None) -> int:
     _connect(cfg, ray)
     print(f"freelunch: run directory {run_dir}", flush=True)
     try:
-        train(cfg, run_dir, model_dir)
+        train(cfg, run_dir, model_dir, resume=resume)
     except Exception as error:  # a role failed: one clear line, the traceback above it
         traceback.print_exc()
         cause = getattr(error, "cause", None) or error

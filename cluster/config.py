@@ -38,7 +38,10 @@ class ClusterConfig:
     """Where the run writes config.toml, metrics.jsonl, trajectories/ and policy/;
     "" = runs/<YYYYmmdd-HHMMSS>, a fresh directory, so a run never overwrites another."""
     save_every: int = 0
-    """Iterations between policy checkpoints; 0 = only at the end of the run."""
+    """Iterations between checkpoints in checkpoints/ (learner and scorer state with optimizers, iteration,
+    policy version), which `--resume` continues from; 0 = none. policy/ is always written at the end."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept; older ones are deleted once a newer one is complete."""
     timeout_s: float = 900.0
     """Seconds any one role call may take before the run fails with an error naming the role; no wait
     is unbounded. 900 s leaves room for a slow first iteration (engine start-up)."""
@@ -271,7 +274,8 @@ def check(cfg: Config) -> None:
         cluster.address != "" or cluster.dashboard_port != cluster.metrics_export_port,
         f"cluster.dashboard_port and cluster.metrics_export_port ({cluster.dashboard_port}) must differ",
     )
-    need(cluster.save_every >= 0, f"cluster.save_every ({cluster.save_every}) must be >= 0 (0 = only at the end)")
+    need(cluster.save_every >= 0, f"cluster.save_every ({cluster.save_every}) must be >= 0 (0 = no checkpoints)")
+    need(cluster.keep_checkpoints >= 1, f"cluster.keep_checkpoints ({cluster.keep_checkpoints}) must be >= 1")
     need(cluster.timeout_s > 0, f"cluster.timeout_s ({cluster.timeout_s}) must be > 0: every wait is bounded")
     if errors:
         raise ConfigError("\n".join(errors))

@@ -39,6 +39,15 @@ class MetricsLog:
         sys.stdout.flush()
         self._exporter.set.remote(metrics)
 
+    def forget_from(self, iteration: int) -> None:
+        """Drop the lines of iterations >= iteration (a resumed run redoes them), atomically."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["iteration"] < iteration]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
+
     def close(self) -> None:
         import ray
 

@@ -122,6 +122,16 @@ class Roles:
     def save_policy(self, path: str) -> None:
         self.learner.call("save_policy", path)
 
+    def save_checkpoint(self, path: str) -> None:
+        """Learner (every rank) and scorer state into path."""
+        refs = self.learner.submit("save_checkpoint", path) + self.scorer.submit("save_checkpoint", path)
+        self.learner.get(refs)
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restore learner and scorer from path, then give every engine the restored policy."""
+        self.learner.get(self.learner.submit("load_checkpoint", path) + self.scorer.submit("load_checkpoint", path))
+        self.broadcast()
+
     def buffer_depth(self) -> int:
         return ray.get(self.buffer.depth.remote(), timeout=self.timeout_s)
 

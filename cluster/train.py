@@ -1,6 +1,6 @@
 """The driver: launch the roles, then collect -> score -> update -> broadcast, once per iteration.
 
-    freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR]
+    freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR] [--resume RUN_DIR]
 
 Read this file first. The loop has no Ray calls: `Roles` (cluster/role.py) hides them and hands back
 Arrow IPC tables and dicts of floats. The math is in learner/advantage.py and learner/loss.py.
@@ -14,6 +14,7 @@ import numpy as np
 
 from actors.rollout import Work
 from actors.trajectory import from_ipc, ragged, to_ipc, with_columns, write_parquet
+from cluster import checkpoint
 from cluster.config import Config, dump, tasks_per_iteration
 from cluster.log import MetricsLog, timer
 from cluster.role import launch
@@ -22,13 +23,13 @@ from learner.advantage import outcome_advantage, step_advantage
 from learner.aggregate import auroc, min_cumulative
 
 
-def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
+def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> None:
     (run_dir / "trajectories").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump(cfg))
     log = MetricsLog(run_dir, cfg.num_iterations)
     with launch(cfg, model_dir) as roles, closing(log):
-        version = 0
-        for iteration in range(cfg.num_iterations):
+        start, version = restore(roles, run_dir, log) if resume else (0, 0)
+        for iteration in range(start, cfg.num_iterations):
             times: dict[str, float] = {}
             with timer(times, "time/iteration"):
                 with timer(times, "time/collect"):
@@ -55,8 +56,16 @@ def train(cfg: Config, run_dir: Path, model_dir: str) -> None:
                 }
             )
             if cfg.cluster.save_every and (iteration + 1) % cfg.cluster.save_every == 0:
-                roles.save_policy(str(run_dir / "policy"))
+                checkpoint.save(roles, run_dir, iteration + 1, version, cfg.cluster.keep_checkpoints)
         roles.save_policy(str(run_dir / "policy"))
+
+
+def restore(roles, run_dir: Path, log: MetricsLog) -> tuple[int, int]:
+    """Load the newest checkpoint into the roles; returns (iterations done, policy version)."""
+    path, state = checkpoint.latest(run_dir)
+    roles.load_checkpoint(str(path))  # and broadcast: the engines serve the restored policy
+    log.forget_from(state["iterations_done"])  # iterations after the checkpoint are redone
+    return state["iterations_done"], state["policy_version"]
 
 
 def schedule(cfg: Config, iteration: int) -> list[Work]:

@@ -164,6 +164,15 @@ class Learner:
             shutil.rmtree(target)
         os.replace(tmp, target)
 
+    def save_checkpoint(self, path: str) -> None:
+        """DeepSpeed state of every rank (weights, optimizer, scheduler) under path/learner; all ranks call it."""
+        self.engine.save_checkpoint(path, tag="learner")
+
+    def load_checkpoint(self, path: str) -> None:
+        loaded, _ = self.engine.load_checkpoint(path, tag="learner")
+        if loaded is None:
+            raise FileNotFoundError(f"no learner checkpoint in {path}")
+
     def _full_weights(self) -> dict[str, torch.Tensor]:
         import deepspeed
 

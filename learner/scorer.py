@@ -139,6 +139,15 @@ class Scorer:
                 out[i] = logp[b, : len(tokens[i])].numpy().astype(np.float32)
         return out
 
+    def save_checkpoint(self, path: str) -> None:
+        """The trained implicit PRM with its optimizer (the other scorers hold no state of their own)."""
+        if self.prm is not None:
+            self.prm.save_checkpoint(path, tag="scorer")
+
+    def load_checkpoint(self, path: str) -> None:
+        if self.prm is not None and self.prm.load_checkpoint(path, tag="scorer")[0] is None:
+            raise FileNotFoundError(f"no scorer checkpoint in {path}")
+
     def connect_learner(self, address: str, port: int, rank: int, world_size: int) -> None:
         """Join the broadcast group (lagged scorer only): the policy's versions arrive like an engine's."""
         self._broadcast_group = weight_sync_group(address, port, rank, world_size)

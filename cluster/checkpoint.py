@@ -1,0 +1,43 @@
+"""[plumbing] Checkpoints of a run: checkpoints/iteration_NNNNN/ with learner and scorer state and state.json.
+
+A checkpoint is written into a hidden temporary directory and renamed into place only when complete,
+so a crash mid-save never leaves a directory that looks valid; the newest `keep` complete ones stay.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+STATE = "state.json"
+
+
+def save(roles, run_dir: Path, iterations_done: int, policy_version: int, keep: int) -> Path:
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    target, tmp = root / f"iteration_{iterations_done:05d}", root / f".iteration_{iterations_done:05d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    roles.save_checkpoint(str(tmp))
+    (tmp / STATE).write_text(json.dumps({"iterations_done": iterations_done, "policy_version": policy_version}))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    for old in complete(run_dir)[:-keep]:
+        shutil.rmtree(old)
+    return target
+
+
+def complete(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = run_dir / "checkpoints"
+    return sorted(p for p in root.glob("iteration_*") if (p / STATE).is_file()) if root.is_dir() else []
+
+
+def latest(run_dir: Path) -> tuple[Path, dict]:
+    """The newest complete checkpoint and its state, or FileNotFoundError naming the directory."""
+    found = complete(run_dir)
+    if not found:
+        raise FileNotFoundError(
+            f"no complete checkpoint in {run_dir / 'checkpoints'}; a run saves them when cluster.save_every > 0"
+        )
+    return found[-1], json.loads((found[-1] / STATE).read_text())
