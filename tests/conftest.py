@@ -4,8 +4,12 @@ import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The same defaults `freelunch` sets before Ray is first imported (cluster/cli.py): Ray reads some of
+# them at import time, and any test may be the first to import it.
+from cluster.cli import DEFAULT_ENV
+
+for key, value in DEFAULT_ENV.items():
+    os.environ.setdefault(key, value)
 
 
 def pytest_configure(config):
