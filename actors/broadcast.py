@@ -5,7 +5,6 @@ The group is its own TCPStore + ProcessGroup, separate from the learner's DeepSp
 learner keeps its default group and rollout actors need no default group at all.
 """
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import torch
@@ -25,22 +24,35 @@ def weight_sync_group(address: str, port: int, rank: int, world_size: int, timeo
     return store, group
 
 
-def broadcast_bucket(group, flat: torch.Tensor) -> None:
+def start_broadcast(group, flat: torch.Tensor):
+    """Start broadcasting `flat` from rank 0 (in place on the other ranks); returns the work to wait on."""
     options = dist.BroadcastOptions()
     options.rootRank = 0
-    group.broadcast([flat], options).wait()
+    return group.broadcast([flat], options)
 
 
-def receive(group, buckets: list[BucketSpec]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor) for every broadcast tensor; tensors are views into the received buckets."""
-    for spec in buckets:
-        dtype = getattr(torch, spec[0][2])
-        flat = torch.empty(sum(_numel(shape) for _, shape, _ in spec), dtype=dtype)
-        broadcast_bucket(group, flat)
+def receive(group, buckets: list[BucketSpec], buffers: list[torch.Tensor] | None = None):
+    """(name, tensor) of every broadcast tensor, as views into the received buckets.
+
+    All buckets are posted at once (gloo runs them in order). `buffers`, if given, is the caller's
+    list of bucket buffers: filled on the first call and reused after, so later broadcasts land in
+    memory that is already mapped; the views are then only valid until the next call.
+    """
+    if buffers is not None and len(buffers) == len(buckets):
+        flats = buffers
+    else:
+        flats = [torch.empty(sum(_numel(s) for _, s, _ in spec), dtype=getattr(torch, spec[0][2])) for spec in buckets]
+        if buffers is not None:
+            buffers[:] = flats
+    works = [start_broadcast(group, flat) for flat in flats]
+    named = []
+    for spec, flat, work in zip(buckets, flats, works):
+        work.wait()
         offset = 0
         for name, shape, _ in spec:
-            yield name, flat[offset : offset + _numel(shape)].view(shape)
+            named.append((name, flat[offset : offset + _numel(shape)].view(shape)))
             offset += _numel(shape)
+    return named
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -44,6 +44,7 @@ class RolloutActor:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.actors, self.env, self.sink, self.seed = actors, env, sink, seed
         self._broadcast_group = None
+        self._receive_buffers: list = []  # reused by every broadcast: no fresh pages to fault in
 
     async def collect(self, work: list[Work], policy_version: int) -> int:
         """Play every trajectory of `work` concurrently; returns how many reached the sink."""
@@ -78,5 +79,5 @@ class RolloutActor:
         """Receive one broadcast and load it into the engine (the learner sends concurrently)."""
         # Drain the group fully before loading: the sender's broadcasts must all be matched even if
         # the engine were to skip a name.
-        weights = list(receive(self._broadcast_group[1], buckets))
+        weights = receive(self._broadcast_group[1], buckets, self._receive_buffers)
         self.engine.load_weights(weights)

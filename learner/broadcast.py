@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import torch
 
-from actors.broadcast import BucketSpec, broadcast_bucket
+from actors.broadcast import BucketSpec, start_broadcast
 
 
 def plan_buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_mb: float) -> list[BucketSpec]:
@@ -27,11 +27,23 @@ def plan_buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_mb: f
     return buckets
 
 
-def send(group, buckets: list[BucketSpec], tensors: dict[str, torch.Tensor]) -> int:
-    """Broadcast every bucket from rank 0; returns the bytes sent."""
-    sent = 0
-    for spec in buckets:
-        flat = torch.cat([tensors[name].detach().reshape(-1) for name, _, _ in spec])
-        broadcast_bucket(group, flat)
-        sent += flat.numel() * flat.element_size()
-    return sent
+def send(group, buckets: list[BucketSpec], tensors: dict[str, torch.Tensor], buffers: list | None = None) -> int:
+    """Broadcast every bucket from rank 0; returns the bytes sent.
+
+    Double-buffered: bucket k+1 is packed while bucket k is on the wire. `buffers`, if given, is the
+    caller's pair of byte buffers, allocated on the first call and reused after.
+    """
+    sizes = [sum(tensors[name].numel() * tensors[name].element_size() for name, _, _ in spec) for spec in buckets]
+    buffers = [] if buffers is None else buffers
+    if not buffers or buffers[0].numel() < max(sizes, default=0):
+        buffers[:] = [torch.empty(max(sizes, default=0), dtype=torch.uint8) for _ in range(2)]
+    pending = None
+    for k, (spec, size) in enumerate(zip(buckets, sizes)):
+        flat = buffers[k % 2][:size].view(getattr(torch, spec[0][2]))
+        torch.cat([tensors[name].detach().reshape(-1) for name, _, _ in spec], out=flat)
+        if pending is not None:
+            pending.wait()  # bucket k-1 has left; its buffer is the one bucket k+1 will fill
+        pending = start_broadcast(group, flat)
+    if pending is not None:
+        pending.wait()
+    return sum(sizes)

@@ -41,6 +41,7 @@ class Learner:
         self.cfg, self.model_dir, self.temperature = cfg, model_dir, temperature
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self._broadcast_group = None
+        self._send_buffers: list = []
 
     def setup(self, address: str, port: int) -> None:
         """Join the learner world (all ranks concurrently, rendezvous at rank 0's address:port); build the policy."""
@@ -147,7 +148,7 @@ class Learner:
         weights = self._full_weights()  # every rank joins the ZeRO-3 gather
         if self.rank != 0:
             return 0
-        return send(self._broadcast_group[1], plan_buckets(weights.items(), BUCKET_MB), weights)
+        return send(self._broadcast_group[1], plan_buckets(weights.items(), BUCKET_MB), weights, self._send_buffers)
 
     def save_policy(self, path: str) -> None:
         """Write the policy as a transformers directory, atomically (rank 0 writes; all ranks gather)."""
