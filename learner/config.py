@@ -12,7 +12,7 @@ class LearnerConfig:
     """DeepSpeed ranks of the learner role (data parallel)."""
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
     """Compute dtype of learner and scorer. On CPU bfloat16 autocasts over fp32 weights and optimizer
-    (AMX matmuls: forward+backward of SmolLM2-135M measured 2.8x faster than fp32); float32 is exact."""
+    (bf16 matmul kernels: forward+backward of SmolLM2-135M measured 2.8x faster than fp32); float32 is exact."""
     zero_stage: int = 2
     """DeepSpeed ZeRO stage (0-3) for the learner and the scorer's trained model."""
     batch_size: int = 16

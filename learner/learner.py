@@ -231,7 +231,7 @@ def default_device() -> torch.device:
 
 def weights_dtype(cfg: LearnerConfig, device: torch.device) -> torch.dtype:
     # On CPU the weights stay fp32 even for bfloat16: DeepSpeed's bf16 engine path measured 2-10x slower
-    # there than fp32, while autocast (below) gets the AMX matmuls without it.
+    # there than fp32, while autocast (below) gets the bf16 matmul kernels without it.
     return torch.bfloat16 if cfg.dtype == "bfloat16" and device.type == "cuda" else torch.float32
 
 
