@@ -10,9 +10,9 @@ shows visible progress within a few iterations on a 135M model.
 
 import random
 import re
-import zlib
 
 from envs.base import StepResult, Task
+from envs.tasks import split_tasks
 
 COLORS = ("red", "blue", "green", "yellow", "white", "black")
 
@@ -38,16 +38,7 @@ class Corridor:
         self._room = self._steps = 0
 
     def tasks(self, split: str) -> list[Task]:
-        if split not in ("train", "eval"):
-            raise ValueError(f"corridor: split must be 'train' or 'eval', got {split!r}")
-        # crc32 of the id decides the split: deterministic, disjoint, independent of list order.
-        tasks, i = [], 0
-        while len(tasks) < self.num_tasks:
-            task = Task(task_id=f"corridor-{i}", seed=i)
-            if (zlib.crc32(task.task_id.encode()) % 5 == 0) == (split == "eval"):
-                tasks.append(task)
-            i += 1
-        return tasks
+        return split_tasks("corridor", split, self.num_tasks)
 
     def reset(self, task: Task) -> str:
         layout = random.Random(task.seed)

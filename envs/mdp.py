@@ -8,9 +8,9 @@ optimal advantage A* (PAPER.md §2.2). An observation names the state, the step 
 
 import random
 import re
-import zlib
 
 from envs.base import StepResult, Task
+from envs.tasks import split_tasks
 
 ACTION_WORDS = ("red", "blue", "green", "yellow")
 
@@ -49,16 +49,7 @@ class TextMDP:
 
     def tasks(self, split: str) -> list[Task]:
         """Tasks differ only by their start state, task.seed % num_states."""
-        if split not in ("train", "eval"):
-            raise ValueError(f"mdp: split must be 'train' or 'eval', got {split!r}")
-        # crc32 of the id decides the split, as in the corridor: deterministic and disjoint.
-        tasks, i = [], 0
-        while len(tasks) < self.num_tasks:
-            task = Task(task_id=f"mdp-{i}", seed=i)
-            if (zlib.crc32(task.task_id.encode()) % 5 == 0) == (split == "eval"):
-                tasks.append(task)
-            i += 1
-        return tasks
+        return split_tasks("mdp", split, self.num_tasks)
 
     def reset(self, task: Task) -> str:
         self.state, self.t = task.seed % self.num_states, 0
