@@ -8,7 +8,6 @@ a frozen checkpoint pair; or our own policy `scorer_lag` versions ago (it then j
 It is never the current policy: that ratio is the k1 KL estimate and only cancels the KL penalty.
 """
 
-import math
 from collections import deque
 
 import numpy as np
@@ -19,7 +18,15 @@ from actors.broadcast import BucketSpec, receive, weight_sync_group
 from actors.trajectory import from_ipc, ragged, to_ipc, with_columns
 from learner.advantage import progress_advantage, step_sums
 from learner.config import LearnerConfig
-from learner.learner import autocast, default_device, free_port, init_distributed, padded, weights_dtype
+from learner.learner import (
+    autocast,
+    deepspeed_config,
+    default_device,
+    free_port,
+    init_distributed,
+    padded,
+    weights_dtype,
+)
 from learner.logp import microbatches, pad, token_logp
 
 
@@ -39,16 +46,7 @@ class Scorer:
             # Same weights, dtype and code path as the reference, so numerical error cancels in the ratio.
             prm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device)
             optimizer = torch.optim.AdamW(prm.parameters(), lr=cfg.prm_lr, weight_decay=0.0)
-            accumulation = math.ceil(cfg.batch_size / cfg.microbatch_size)
-            config = {
-                "train_micro_batch_size_per_gpu": cfg.microbatch_size,
-                "gradient_accumulation_steps": accumulation,
-                "train_batch_size": cfg.microbatch_size * accumulation,
-                "zero_optimization": {"stage": cfg.zero_stage},
-                "gradient_clipping": cfg.max_grad_norm,
-                "bf16": {"enabled": dtype == torch.bfloat16},
-                "steps_per_print": 2**31 - 1,
-            }
+            config = deepspeed_config(cfg, 1, self.device)  # the PRM trains in a world of its own
             self.prm, *_ = deepspeed.initialize(model=prm, optimizer=optimizer, config=config)
         elif cfg.scorer == "frozen":
             for other in filter(None, (cfg.scorer_policy, cfg.scorer_ref)):
