@@ -22,6 +22,9 @@ class ActorConfig:
     """Prompt + actions + observations per trajectory; past it the trajectory ends with `max_tokens`."""
     kv_cache_gb: float = 1.0
     """KV-cache memory per engine, GiB (host memory on CPU)."""
+    engine_timeout_s: float = 120.0
+    """Seconds a rollout actor with work may leave a ping unanswered (its engine step or process is stuck)
+    before it is killed and replaced. A first batch of a new shape takes seconds on CPU, never minutes."""
     num_cpus: float = 1.0
     """CPUs reserved for each rollout actor."""
     num_gpus: float = 0.0

@@ -223,6 +223,7 @@ def check(cfg: Config) -> None:
         f"actors.max_tokens ({actors.max_tokens}): a trajectory holds the prompt and at least one action",
     )
     need(actors.kv_cache_gb > 0, f"actors.kv_cache_gb ({actors.kv_cache_gb}) must be > 0")
+    need(actors.engine_timeout_s > 0, f"actors.engine_timeout_s ({actors.engine_timeout_s}) must be > 0")
     need(learner.num_learners >= 1, f"learner.num_learners ({learner.num_learners}) must be at least 1")
     need(learner.zero_stage in (0, 1, 2, 3), f"learner.zero_stage ({learner.zero_stage}) must be 0, 1, 2 or 3")
     need(
@@ -250,6 +251,12 @@ def check(cfg: Config) -> None:
     need(learner.microbatch_size >= 1, f"learner.microbatch_size ({learner.microbatch_size}) must be at least 1")
     need(learner.lr > 0, f"learner.lr ({learner.lr}) must be > 0")
     need(learner.kl_coef >= 0, f"learner.kl_coef ({learner.kl_coef}) must be >= 0")
+    need(learner.max_staleness >= 0, f"learner.max_staleness ({learner.max_staleness}) must be >= 0 (0 = on-policy)")
+    need(
+        learner.max_importance_ratio >= 1.0,
+        f"learner.max_importance_ratio ({learner.max_importance_ratio}) must be >= 1: it truncates "
+        "pi_theta / pi_behavior, which is 1 on-policy",
+    )
     need(learner.beta > 0, f"learner.beta ({learner.beta}) must be > 0")
     need(
         learner.scorer != "frozen" or bool(learner.scorer_policy),

@@ -25,8 +25,13 @@ class LearnerConfig:
     """AdamW learning rate of the policy."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold."""
-    clip: float = 0.2
-    """PPO ratio clip epsilon."""
+    max_staleness: int = 1
+    """How many policy versions a trajectory may lag the learner when its batch is taken. 0 = on-policy:
+    rollouts wait for each broadcast. 1 = the next iteration's rollouts run while this one scores and updates
+    (and a broadcast lands between two actions); older trajectories are dropped and counted."""
+    max_importance_ratio: float = 2.0
+    """Truncation of the per-token importance weight pi_theta / pi_behavior that corrects for staleness
+    and engine numerics (truncated IS); 1.0 never up-weights a token."""
     kl_coef: float = 0.01
     """Weight of the KL-to-reference loss term."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"

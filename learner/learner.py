@@ -111,7 +111,7 @@ class Learner:
             per_token["ref_logp"],
             per_token["advantage"],
             per_token["action_mask"],
-            clip=self.cfg.clip,
+            max_importance_ratio=self.cfg.max_importance_ratio,
             kl_coef=self.cfg.kl_coef,
             kl_estimator=self.cfg.kl_estimator,
             num_tokens=num_tokens,

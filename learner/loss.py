@@ -1,4 +1,4 @@
-"""The policy loss: PPO-clip on action tokens plus a KL penalty to the reference.
+"""The policy loss: a truncated-importance-weighted policy gradient on action tokens plus a KL penalty.
 
 Data flow: step_advantage (expanded to tokens) + policy_logp + behavior_logp + ref_logp -> [loss] -> update.
 Pure torch.
@@ -17,21 +17,23 @@ def policy_loss(
     advantage: Tensor,
     action_mask: Tensor,
     *,
-    clip: float,
+    max_importance_ratio: float,
     kl_coef: float,
     kl_estimator: str = "k3",
     num_tokens: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO-clip loss with a KL-to-reference term, summed over action tokens / num_tokens.
+    """Policy-gradient loss with truncated importance weights and a KL-to-reference term, summed over
+    action tokens / num_tokens.
 
     Implements the learner side of PAPER.md §8.4: `advantage` is A_out + coef * clipped progress
     advantage, broadcast to the tokens of each step. All tensors are (B, T); action_mask is bool and
-    True only on tokens the policy sampled. The importance ratio is taken to behavior_logp, the
-    log-prob under which the engine actually sampled the action: trajectories may be up to
-    max_staleness policy versions old and come from another engine's numerics, and the ratio corrects
-    for both while the clip bounds how far one update moves. num_tokens defaults to this call's
-    action-token count; pass the global count so microbatches and ranks sum to one token mean.
-    Metrics are means over this call's action tokens; with no action tokens, loss and metrics are 0.
+    True only on tokens the policy sampled. Trajectories may be up to max_staleness policy versions old
+    and come from another engine's numerics, so each token's gradient is weighted by
+    w = min(pi_theta / pi_behavior, max_importance_ratio), held constant (truncated IS, as in decoupled
+    PPO with the proximal policy = the weights before this update: one update per batch makes PPO's clip
+    to that policy inert, so it is left out; learner/README.md, decision 11).
+    num_tokens defaults to this call's action-token count; pass the global count so microbatches and ranks
+    sum to one token mean. Metrics are means over this call's action tokens; with none, loss and metrics are 0.
     """
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"kl_estimator {kl_estimator!r} is not one of {', '.join(KL_ESTIMATORS)}")
@@ -42,10 +44,10 @@ def policy_loss(
         torch.where(mask, x, torch.zeros_like(x)) for x in (policy_logp, behavior_logp, ref_logp, advantage)
     )
 
-    ratio = torch.exp(policy_logp - behavior_logp)  # (B, T)
-    unclipped = ratio * advantage  # (B, T)
-    clipped = torch.clamp(ratio, 1 - clip, 1 + clip) * advantage  # (B, T)
-    pg = -torch.minimum(unclipped, clipped)  # (B, T)
+    ratio = torch.exp(policy_logp.detach() - behavior_logp)  # (B, T) pi_theta / pi_behavior
+    weight = torch.clamp(ratio, max=max_importance_ratio)  # (B, T) truncated, no gradient
+    # exp(logp - logp.detach()) is 1 in value and has the gradient of logp: the REINFORCE term.
+    pg = -weight * torch.exp(policy_logp - policy_logp.detach()) * advantage  # (B, T)
     kl = _kl(policy_logp, ref_logp, kl_estimator)  # (B, T)
 
     count = int(mask.sum())
@@ -54,13 +56,11 @@ def policy_loss(
 
     with torch.no_grad():
         denom = max(count, 1)
-        # Clipped means the clip cuts this token's gradient: the clipped surrogate is the smaller one.
-        clip_active = mask & (clipped < unclipped)
         metrics = {
             "loss/policy": float(pg[mask].sum() / denom),
             "loss/kl": float(kl[mask].sum() / denom),
             "loss/ratio_mean": float(ratio[mask].sum() / denom),
-            "loss/clip_fraction": float(clip_active.sum() / denom),
+            "loss/truncated_fraction": float((mask & (ratio > max_importance_ratio)).sum() / denom),
             "tokens": float(count),
         }
     return loss, metrics

@@ -1,4 +1,4 @@
-"""policy_loss: masking, KL estimators, clipping and the token-mean normalisation."""
+"""policy_loss: masking, KL estimators, truncated importance weights and the token-mean normalisation."""
 
 import math
 
@@ -28,7 +28,7 @@ def loss_and_grad(batch: dict[str, torch.Tensor], **kwargs) -> tuple[torch.Tenso
         batch["ref_logp"],
         batch["advantage"],
         batch["action_mask"],
-        clip=0.2,
+        max_importance_ratio=2.0,
         kl_coef=0.1,
         **kwargs,
     )
@@ -82,7 +82,7 @@ def test_kl_estimator_matches_hand_value(kl_estimator, expected):
         torch.tensor([[-1.5]]),
         torch.zeros(1, 1),
         torch.ones(1, 1, dtype=torch.bool),
-        clip=0.2,
+        max_importance_ratio=2.0,
         kl_coef=1.0,
         kl_estimator=kl_estimator,
     )
@@ -90,9 +90,10 @@ def test_kl_estimator_matches_hand_value(kl_estimator, expected):
     assert metrics["loss/kl"] == pytest.approx(expected, rel=1e-6)
 
 
-def test_clip_fraction_counts_tokens_whose_gradient_the_clip_cuts():
-    ratio = torch.tensor([[1.5, 1.5, 0.5, 0.5, 1.0]])
-    advantage = torch.tensor([[1.0, -1.0, -1.0, 1.0, 1.0]])
+def test_importance_weight_is_truncated_and_carries_no_gradient():
+    # pi_theta / pi_behavior per token: 3.0 (truncated to 2), 0.5, 1.0.
+    ratio = torch.tensor([[3.0, 0.5, 1.0]])
+    advantage = torch.tensor([[1.0, -2.0, 0.5]])
     policy_logp = torch.log(ratio).requires_grad_()
     loss, metrics = policy_loss(
         policy_logp,
@@ -100,22 +101,40 @@ def test_clip_fraction_counts_tokens_whose_gradient_the_clip_cuts():
         torch.zeros_like(ratio),
         advantage,
         torch.ones_like(ratio, dtype=torch.bool),
-        clip=0.2,
+        max_importance_ratio=2.0,
         kl_coef=0.0,
     )
-    # Per-token pg = -min(r A, clamp(r) A): -1.2 (clipped), 1.5, 0.8 (clipped), -0.5, -1.0.
-    assert float(loss.detach()) == pytest.approx(-0.4 / 5)
-    assert metrics["loss/policy"] == pytest.approx(-0.4 / 5)
-    assert metrics["loss/clip_fraction"] == pytest.approx(2 / 5)
-    assert metrics["loss/ratio_mean"] == pytest.approx(1.0)
+    # Per-token pg = -w A: -2.0, 1.0, -0.5; the gradient w.r.t. logp is the same -w A (REINFORCE).
+    assert float(loss.detach()) == pytest.approx(-1.5 / 3)
+    assert metrics["loss/policy"] == pytest.approx(-1.5 / 3)
+    assert metrics["loss/ratio_mean"] == pytest.approx(4.5 / 3)
+    assert metrics["loss/truncated_fraction"] == pytest.approx(1 / 3)
     loss.backward()
-    assert policy_logp.grad[0, 0] == 0 and policy_logp.grad[0, 2] == 0
-    assert policy_logp.grad[0, 1] == pytest.approx(1.5 / 5)
+    torch.testing.assert_close(policy_logp.grad, torch.tensor([[-2.0, 1.0, -0.5]]) / 3)
+
+
+def test_on_policy_gradient_is_the_plain_policy_gradient():
+    batch = random_batch(seed=5)
+    batch["behavior_logp"] = batch["policy_logp"].clone()
+    policy_logp = batch["policy_logp"].clone().requires_grad_()
+    loss, _ = policy_loss(
+        policy_logp,
+        batch["behavior_logp"],
+        batch["ref_logp"],
+        batch["advantage"],
+        batch["action_mask"],
+        max_importance_ratio=1.0,
+        kl_coef=0.0,
+    )
+    loss.backward()
+    mask = batch["action_mask"]
+    expected = torch.where(mask, -batch["advantage"], torch.zeros_like(batch["advantage"])) / int(mask.sum())
+    torch.testing.assert_close(policy_logp.grad, expected)
 
 
 def test_policy_loss_microbatch_losses_sum_to_full_batch_token_mean():
     batch = random_batch(seed=3)
-    kwargs = {"clip": 0.2, "kl_coef": 0.1}
+    kwargs = {"max_importance_ratio": 2.0, "kl_coef": 0.1}
     args = [batch[k] for k in ("policy_logp", "behavior_logp", "ref_logp", "advantage", "action_mask")]
     full, _ = policy_loss(*args, **kwargs)
     num_tokens = float(batch["action_mask"].sum())
