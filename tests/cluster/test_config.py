@@ -37,10 +37,10 @@ def test_no_file_no_overrides_gives_defaults():
 
 
 def test_precedence_defaults_file_overrides(tmp_path):
-    path = write(tmp_path, "seed = 3\n[learner]\nlr = 1e-4\nclip = 0.3\n")
+    path = write(tmp_path, "seed = 3\n[learner]\nlr = 1e-4\nmax_importance_ratio = 3.0\n")
     cfg = load(path, ["learner.lr=5e-6"])
     assert cfg.learner.lr == 5e-6  # override beats file
-    assert cfg.learner.clip == 0.3  # file beats default
+    assert cfg.learner.max_importance_ratio == 3.0  # file beats default
     assert cfg.seed == 3
     assert cfg.learner.kl_coef == LearnerConfig().kl_coef  # default where nothing is set
 
