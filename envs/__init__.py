@@ -9,7 +9,7 @@ __all__ = ["Env", "StepResult", "Task", "available", "make_env"]
 
 
 def available() -> list[str]:
-    return ["corridor", "mdp"]
+    return ["corridor", "mdp", "faulty"]
 
 
 def make_env(name: str, seed: int = 0, **options) -> Env:
@@ -21,4 +21,8 @@ def make_env(name: str, seed: int = 0, **options) -> Env:
         from envs.mdp import TextMDP
 
         return TextMDP(seed=seed, **options)
+    elif name == "faulty":
+        from envs.faulty import Faulty
+
+        return Faulty(seed=seed, **options)
     raise ValueError(f"unknown env {name!r}; available: {', '.join(available())}")
