@@ -5,7 +5,9 @@ stepping task drives vLLM's continuous batching for all of them, in this process
 subprocess: on CPU that saves ~1.5 GiB and ~20 s of start-up per engine). Log-probs are those of the
 distribution actually sampled from, after temperature (`logprobs_mode="processed_logprobs"`; no top-k or
 top-p is ever applied), i.e. the behaviour policy itself; the learner scores logits / temperature to match.
-`load_weights` swaps weights in place (vLLM `reload_weights`) and drops the prefix cache.
+`load_weights` swaps weights in place (vLLM `reload_weights`) and drops the prefix cache;
+`load_weights_between_actions` does it while agent loops run: new requests wait, the actions being
+sampled finish under the weights that began them, so no action mixes two policies.
 """
 
 import asyncio
@@ -59,6 +61,8 @@ class VLLMEngine:
         self._request_ids = itertools.count()
         self._waiting: dict[str, asyncio.Future] = {}
         self._stepper: asyncio.Task | None = None
+        self._accepting = asyncio.Event()  # cleared while weights load
+        self._accepting.set()
 
     async def generate(
         self,
@@ -70,6 +74,7 @@ class VLLMEngine:
     ) -> Completion:
         from vllm import SamplingParams, TokensPrompt
 
+        await self._accepting.wait()
         # No per-request seed: vLLM's CPU sampler cannot rewind seeded generators ("CPU Generator does
         # not use offset"); sampling is reproducible through the engine seed instead.
 
@@ -112,6 +117,16 @@ class VLLMEngine:
         weights = ((name, tensor.to(self.dtype)) for name, tensor in named_tensors)  # the learner's may be fp32
         self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self._engine.reset_prefix_cache()  # cached KV was computed with the old weights
+
+    async def load_weights_between_actions(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """load_weights once the actions in flight are sampled; requests arriving meanwhile wait for it."""
+        self._accepting.clear()
+        try:
+            if self._stepper is not None:
+                await asyncio.wait([self._stepper])  # it ends when no request is left; an error stays its own
+            self.load_weights(named_tensors)
+        finally:
+            self._accepting.set()
 
     def named_weights(self) -> dict[str, torch.Tensor]:
         """The engine's live parameters under vLLM's names (for equality checks after a broadcast)."""

@@ -9,7 +9,7 @@ dicts of floats); `ray.get` always carries the config's timeout.
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 from ray.util.placement_group import remove_placement_group
@@ -25,6 +25,10 @@ from learner.scorer import Scorer
 NAMESPACE = "freelunch"
 
 
+class RoleDied(RuntimeError):
+    """An actor the run cannot go on without (learner, scorer) died."""
+
+
 class Role:
     def __init__(
         self,
@@ -38,22 +42,30 @@ class Role:
         timeout_s: float,
         kwargs_for_rank,
     ):
-        self.name, self.timeout_s = name, timeout_s
+        self.name, self.cls, self.timeout_s = name, cls, timeout_s
+        self.cpus, self.gpus, self.kwargs_for_rank = cpus, gpus, kwargs_for_rank
         self.group = reserve(name, {"CPU": cpus, "GPU": gpus}, count)
-        env_vars = actor_env(threads, gpus)
-        self.actors = [
-            ray.remote(cls)
+        self.env_vars = actor_env(threads, gpus)
+        self.actors = [self._spawn(rank) for rank in range(count)]
+
+    def _spawn(self, rank: int):
+        return (
+            ray.remote(self.cls)
             .options(
-                name=f"{name}-{rank}",
+                name=f"{self.name}-{rank}",
                 namespace=NAMESPACE,
-                num_cpus=cpus,
-                num_gpus=gpus,
+                num_cpus=self.cpus,
+                num_gpus=self.gpus,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=rank),
-                runtime_env={"env_vars": env_vars},
+                runtime_env={"env_vars": self.env_vars},
             )
-            .remote(**kwargs_for_rank(rank))
-            for rank in range(count)
-        ]
+            .remote(**self.kwargs_for_rank(rank))
+        )
+
+    def replace(self, rank: int) -> None:
+        """Kill actor `rank` (if it still runs) and start a fresh one on its bundle, under its name."""
+        ray.kill(self.actors[rank], no_restart=True)
+        self.actors[rank] = self._spawn(rank)
 
     def submit(self, method: str, *args, **kwargs) -> list:
         return [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors]
@@ -61,11 +73,13 @@ class Role:
     def submit_each(self, method: str, args_per_actor: list[tuple]) -> list:
         return [getattr(actor, method).remote(*args) for actor, args in zip(self.actors, args_per_actor)]
 
-    def get(self, refs):
+    def get(self, refs, timeout_s: float | None = None):
         try:
-            return ray.get(refs, timeout=self.timeout_s)
+            return ray.get(refs, timeout=timeout_s or self.timeout_s)
         except ray.exceptions.GetTimeoutError:
-            raise TimeoutError(f"role {self.name!r} did not answer within cluster.timeout_s={self.timeout_s}") from None
+            raise TimeoutError(f"role {self.name!r} did not answer within {timeout_s or self.timeout_s} s") from None
+        except ray.exceptions.RayActorError as error:
+            raise RoleDied(f"an actor of role {self.name!r} died: {_cause(error)}") from error
 
     def call(self, method: str, *args, **kwargs) -> list:
         return self.get(self.submit(method, *args, **kwargs))
@@ -77,8 +91,17 @@ class Role:
 
 
 @dataclass
+class Collect:
+    """One rollout actor's share of an iteration's work, in flight."""
+
+    rank: int
+    work: list[Work]
+    ref: object
+
+
+@dataclass
 class Roles:
-    """What the driver loop sees: collect, score, update, broadcast, save_policy."""
+    """What the driver loop sees: start_collect/take, score, update, broadcast, save_policy, checkpoints."""
 
     buffer: object
     rollout: Role
@@ -86,14 +109,35 @@ class Roles:
     learner: Role
     buckets: list
     timeout_s: float
+    engine_timeout_s: float
     lagged_scorer: bool
+    policy_version: int = 0  # what the engines serve
+    restarts: int = 0  # rollout actors replaced
+    reruns: int = 0  # trajectories played again after their actor was replaced
+    in_flight: list[Collect] = field(default_factory=list)
 
-    def collect(self, work: list[Work], policy_version: int) -> bytes:
-        shares = [work[i :: len(self.rollout.actors)] for i in range(len(self.rollout.actors))]
-        played = self.rollout.submit_each("collect", [(share, policy_version) for share in shares])
-        batch = self.rollout.get(self.buffer.take.remote(len(work)))
-        self.rollout.get(played)
-        return batch
+    def start_collect(self, work: list[Work]) -> None:
+        """Hand the work to the rollout actors (split evenly) and return at once; trajectories go to the buffer."""
+        n = len(self.rollout.actors)
+        for rank in range(n):
+            self._submit(rank, work[rank::n])
+
+    def take(self, work: list[Work], min_version: int) -> tuple[bytes, dict[str, float]]:
+        """Wait for every trajectory of `work`, replacing rollout actors that die or stop answering and
+        re-running what they had not finished; returns those with policy_version >= min_version."""
+        ids = [item.trajectory_id for item in work]
+        waited = 0.0
+        while missing := self.rollout.get(self.buffer.missing.remote(ids, POLL_S)):
+            waited = 0.0 if self._recover() else waited + POLL_S
+            if waited > self.timeout_s:
+                raise TimeoutError(f"{len(missing)} trajectories did not arrive within cluster.timeout_s")
+        self._reap()
+        batch, dropped = self.rollout.get(self.buffer.take.remote(ids, min_version))
+        return batch, {
+            "rollout/dropped_stale": dropped,
+            "rollout/reruns": self.reruns,
+            "system/restarts_rollout": self.restarts,
+        }
 
     def score(self, batch: bytes) -> tuple[bytes, dict[str, float]]:
         return self.scorer.call("score", batch)[0]
@@ -107,17 +151,28 @@ class Roles:
             if key not in ("tokens", "loss/grad_norm")
         } | {"loss/grad_norm": per_rank[0]["loss/grad_norm"]}
 
-    def broadcast(self) -> int:
-        """Learner rank 0 -> every engine (and a lagged scorer); returns the bytes sent."""
-        receivers = self.receivers()
-        received = [receiver.receive_weights.remote(self.buckets) for receiver in receivers]
+    def broadcast(self, policy_version: int) -> int:
+        """Learner rank 0 -> every engine (and a lagged scorer), which then serve `policy_version`; returns bytes.
+        Rollouts in flight pause between two actions for the load and go on with the new weights."""
+        received = [r.receive_weights.remote(self.buckets, policy_version) for r in self.receivers()]
         sent = self.learner.call("broadcast")
         self.rollout.get(received)
+        self.policy_version = policy_version
         return sent[0]
 
     def receivers(self) -> list:
         """Ranks 1.. of the broadcast group, in order."""
         return self.rollout.actors + (self.scorer.actors if self.lagged_scorer else [])
+
+    def connect_broadcast(self) -> None:
+        """(Re)build the broadcast group: learner rank 0 and every receiver, on a fresh port."""
+        receivers, learner = self.receivers(), self.learner.actors[0]
+        address = node_address(self.learner.group)
+        port = self.learner.get(learner.free_port.remote())
+        world = 1 + len(receivers)
+        joined = [actor.connect_learner.remote(address, port, 1 + i, world) for i, actor in enumerate(receivers)]
+        self.learner.get(learner.connect_rollout.remote(address, port, world))
+        self.rollout.get(joined)
 
     def save_policy(self, path: str) -> None:
         self.learner.call("save_policy", path)
@@ -127,13 +182,64 @@ class Roles:
         refs = self.learner.submit("save_checkpoint", path) + self.scorer.submit("save_checkpoint", path)
         self.learner.get(refs)
 
-    def load_checkpoint(self, path: str) -> None:
+    def load_checkpoint(self, path: str, policy_version: int) -> None:
         """Restore learner and scorer from path, then give every engine the restored policy."""
         self.learner.get(self.learner.submit("load_checkpoint", path) + self.scorer.submit("load_checkpoint", path))
-        self.broadcast()
+        self.broadcast(policy_version)
 
     def buffer_depth(self) -> int:
-        return ray.get(self.buffer.depth.remote(), timeout=self.timeout_s)
+        return self.rollout.get(self.buffer.depth.remote())
+
+    # --- faults ---
+    def _submit(self, rank: int, work: list[Work]) -> None:
+        if work:
+            self.in_flight.append(Collect(rank, work, self.rollout.actors[rank].collect.remote(work)))
+
+    def _reap(self) -> set[int]:
+        """Forget finished collects; returns the ranks whose actor died. Any other error of a collect is raised."""
+        failed = set()
+        for collect in list(self.in_flight):
+            if not ray.wait([collect.ref], timeout=0)[0]:
+                continue
+            try:
+                ray.get(collect.ref)
+                self.in_flight.remove(collect)
+            except ray.exceptions.RayActorError:
+                failed.add(collect.rank)
+        return failed
+
+    def _recover(self) -> bool:
+        """Replace every rollout actor that died or does not answer a ping within actors.engine_timeout_s and
+        re-run its unfinished work; returns whether any was replaced. Other errors of a collect are raised."""
+        failed = self._reap()
+        for rank in {c.rank for c in self.in_flight} - failed:
+            try:
+                ray.get(self.rollout.actors[rank].ping.remote(), timeout=self.engine_timeout_s)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+                failed.add(rank)
+        if not failed:
+            return False
+        for rank in failed:
+            self.rollout.replace(rank)
+            self.restarts += 1
+        self.connect_broadcast()
+        self.broadcast(self.policy_version)  # the fresh engines start from the model directory's weights
+        for collect in [c for c in self.in_flight if c.rank in failed]:
+            self.in_flight.remove(collect)
+            ids = [item.trajectory_id for item in collect.work]
+            unfinished = set(self.rollout.get(self.buffer.missing.remote(ids, 0.0)))
+            rerun = [item for item in collect.work if item.trajectory_id in unfinished]
+            self.reruns += len(rerun)
+            self._submit(collect.rank, rerun)
+        return True
+
+
+def _cause(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+POLL_S = 5.0  # how often take() looks for dead or stuck rollout actors while it waits
 
 
 @contextmanager
@@ -191,13 +297,10 @@ def launch(cfg: Config, model_dir: str):
         port = learner.get(learner.actors[0].free_port.remote())
         learner.call("setup", address, port)
         buckets = learner.get(learner.actors[0].weight_buckets.remote())
-        roles = Roles(buffer, rollout, scorer, learner, buckets, timeout, lagged_scorer=lc.scorer == "lagged")
-        receivers = roles.receivers()
-        world = 1 + len(receivers)
-        port = learner.get(learner.actors[0].free_port.remote())
-        joined = [actor.connect_learner.remote(address, port, 1 + i, world) for i, actor in enumerate(receivers)]
-        learner.get(learner.actors[0].connect_rollout.remote(address, port, world))
-        rollout.get(joined)
+        roles = Roles(
+            buffer, rollout, scorer, learner, buckets, timeout, a.engine_timeout_s, lagged_scorer=lc.scorer == "lagged"
+        )
+        roles.connect_broadcast()
         scorer.get(scorer.submit("__ray_ready__"))
         yield roles
     finally:

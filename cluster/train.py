@@ -7,7 +7,7 @@ Arrow IPC tables and dicts of floats. The math is in learner/advantage.py and le
 """
 
 import random
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from actors.trajectory import from_ipc, ragged, to_ipc, with_columns, write_parq
 from cluster import checkpoint
 from cluster.config import Config, dump, tasks_per_iteration
 from cluster.log import MetricsLog, timer
-from cluster.role import launch
+from cluster.role import RoleDied, launch
 from envs import make_env
 from learner.advantage import outcome_advantage, step_advantage
 from learner.aggregate import auroc, min_cumulative
@@ -27,27 +27,34 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
     (run_dir / "trajectories").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump(cfg))
     log = MetricsLog(run_dir, cfg.num_iterations)
-    with launch(cfg, model_dir) as roles, closing(log):
+    with launch(cfg, model_dir) as roles, closing(log), resume_hint(run_dir, cfg):
         start, version = restore(roles, run_dir, log) if resume else (0, 0)
+        submitted = start  # iterations whose rollouts are handed out
         for iteration in range(start, cfg.num_iterations):
             times: dict[str, float] = {}
             with timer(times, "time/iteration"):
-                with timer(times, "time/collect"):
-                    batch = roles.collect(schedule(cfg, iteration), policy_version=version)
+                # Rollouts run up to max_staleness iterations ahead of the learner; 0 = on-policy, in turn.
+                while submitted <= min(iteration + cfg.learner.max_staleness, cfg.num_iterations - 1):
+                    roles.start_collect(schedule(cfg, submitted))
+                    submitted += 1
+                with timer(times, "time/collect"):  # the wait for this iteration's trajectories
+                    batch, rollout_metrics = roles.take(schedule(cfg, iteration), version - cfg.learner.max_staleness)
                 with timer(times, "time/score"):
                     batch, score_metrics = roles.score(batch)
                 batch, advantage_metrics = add_step_advantages(batch, cfg)
                 with timer(times, "time/update"):
                     update_metrics = roles.update(batch)
                 with timer(times, "time/broadcast"):
-                    sent = roles.broadcast()
                     version += 1
+                    sent = roles.broadcast(version)
                 write_parquet(from_ipc(batch), run_dir / "trajectories" / f"iteration_{iteration:05d}.parquet")
             log.write(
                 {
                     "iteration": iteration,
                     "policy_version": version,
-                    **batch_metrics(batch, times),
+                    **batch_metrics(batch, times, version - 1, cfg.learner.max_staleness),
+                    **rollout_metrics,
+                    "system/buffer_depth": roles.buffer_depth(),
                     **score_metrics,
                     **advantage_metrics,
                     **update_metrics,
@@ -60,10 +67,24 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
         roles.save_policy(str(run_dir / "policy"))
 
 
+@contextmanager
+def resume_hint(run_dir: Path, cfg: Config):
+    """A learner or scorer that died ends the run; say how to continue it."""
+    try:
+        yield
+    except RoleDied as error:
+        how = (
+            f"continue it from its last checkpoint with: freelunch train --resume {run_dir}"
+            if checkpoint.complete(run_dir)
+            else "it has no checkpoint to resume from (set cluster.save_every)"
+        )
+        raise RoleDied(f"{error}. The run cannot go on without it; {how}") from error
+
+
 def restore(roles, run_dir: Path, log: MetricsLog) -> tuple[int, int]:
     """Load the newest checkpoint into the roles; returns (iterations done, policy version)."""
     path, state = checkpoint.latest(run_dir)
-    roles.load_checkpoint(str(path))  # and broadcast: the engines serve the restored policy
+    roles.load_checkpoint(str(path), state["policy_version"])  # and broadcast: the engines serve it
     log.forget_from(state["iterations_done"])  # iterations after the checkpoint are redone
     return state["iterations_done"], state["policy_version"]
 
@@ -107,8 +128,10 @@ def add_step_advantages(batch: bytes, cfg: Config) -> tuple[bytes, dict[str, flo
     return to_ipc(scored), {"score/progress_share": share}
 
 
-def batch_metrics(batch: bytes, times: dict[str, float]) -> dict[str, float]:
+def batch_metrics(batch: bytes, times: dict[str, float], learner_version: int, max_staleness: int) -> dict[str, float]:
+    """learner_version: the policy version the batch updated (staleness = it - a trajectory's policy_version)."""
     table = from_ipc(batch)
+    staleness = learner_version - table.column("policy_version").to_numpy()
     outcome = table.column("outcome").to_numpy()
     progress = ragged(table, "progress_adv")
     action_tokens = sum(int(m.sum()) for m in ragged(table, "action_mask"))
@@ -119,7 +142,10 @@ def batch_metrics(batch: bytes, times: dict[str, float]) -> dict[str, float]:
         "rollout/num_trajectories": table.num_rows,
         "rollout/steps_mean": float(table.column("num_steps").to_numpy().mean()),
         "rollout/action_tokens": action_tokens,
-        "rollout/tokens_per_s": action_tokens / max(times["time/collect"], 1e-9),
+        "rollout/tokens_per_s": action_tokens / max(times["time/iteration"], 1e-9),  # sustained, incl. overlap
+        "rollout/staleness_mean": float(staleness.mean()),
+        "rollout/staleness_max": int(staleness.max()),
+        **{f"rollout/staleness_{k}": float((staleness == k).mean()) for k in range(max_staleness + 1)},  # histogram
         **{f"rollout/finish_{reason}": finish.count(reason) / len(finish) for reason in sorted(set(finish))},
         "score/progress_adv_mean": float(np.concatenate(progress).mean()) if action_tokens else 0.0,
         "score/progress_adv_std": float(np.concatenate(progress).std()) if action_tokens else 0.0,

@@ -56,6 +56,7 @@ class Scorer:
         elif cfg.scorer == "lagged":
             self.numerator = _frozen(model_dir, dtype, self.device)  # version 0 is the reference itself
             self._versions: deque = deque()
+            self._version = 0  # the policy version last received
         self.cfg, self.temperature = cfg, temperature
         self._broadcast_group = None
 
@@ -150,9 +151,14 @@ class Scorer:
         """Join the broadcast group (lagged scorer only): the policy's versions arrive like an engine's."""
         self._broadcast_group = weight_sync_group(address, port, rank, world_size)
 
-    def receive_weights(self, buckets: list[BucketSpec]) -> None:
-        """Keep the broadcast version; the numerator becomes the policy of scorer_lag versions ago."""
-        self._versions.append(dict(receive(self._broadcast_group[1], buckets)))
+    def receive_weights(self, buckets: list[BucketSpec], policy_version: int) -> None:
+        """Keep the broadcast version; the numerator becomes the policy of scorer_lag versions ago. A version
+        broadcast again (to a replaced rollout actor) is received and not kept twice."""
+        weights = dict(receive(self._broadcast_group[1], buckets))
+        if policy_version == self._version:
+            return
+        self._version = policy_version
+        self._versions.append(weights)
         if len(self._versions) > self.cfg.scorer_lag:
             self.numerator.load_state_dict(self._versions.popleft(), strict=False)
 

@@ -218,12 +218,12 @@ def test_lagged_scorer_uses_the_policy_of_lag_versions_ago(tiny_model_dir, tmp_p
         AutoModelForCausalLM.from_pretrained(_perturbed_copy(tiny_model_dir, tmp_path / f"v{v}", seed=v))
         for v in (1, 2)
     ]
-    for model in versions:  # broadcast version 1, then version 2
+    for version, model in enumerate(versions, start=1):  # broadcast version 1, then version 2
         weights = {name: p.detach() for name, p in model.named_parameters()}
         buckets = plan_buckets(weights.items(), bucket_mb=0.5)
         sender = threading.Thread(target=send, args=(groups["tx"][1], buckets, weights))
         sender.start()
-        scorer.receive_weights(buckets)
+        scorer.receive_weights(buckets, version)
         sender.join(timeout=60)
     # after version 2 with a lag of 1 the numerator is version 1
     for name, p in versions[0].named_parameters():
