@@ -2,7 +2,8 @@
 
 `run_agent` alternates engine.generate (the action) and env.step (the observation), appending ids to one
 token stream. Only sampled ids are action tokens; template text and observations are context. Imports no
-vllm/ray/deepspeed: the engine is any object with `async generate(prompt_ids, *, max_tokens, temperature)`.
+vllm/ray/deepspeed: the engine is any object with `async generate(prompt_ids, *, max_tokens, temperature)`,
+the env any object with `async reset(task)` and `async step(action)` (an envs.process.EnvProcess in a run).
 """
 
 from typing import Protocol
@@ -11,7 +12,8 @@ from transformers import PreTrainedTokenizerBase
 
 from actors.render import Conversation
 from actors.trajectory import Trajectory
-from envs.base import Env, Task
+from envs.base import StepResult, Task
+from envs.process import EnvTimeout
 
 
 class Engine(Protocol):
@@ -20,8 +22,18 @@ class Engine(Protocol):
         ...
 
 
+class AsyncEnv(Protocol):
+    async def reset(self, task: Task) -> str:
+        """Start a trajectory on `task`; returns the first observation. Raises EnvTimeout past its limit."""
+        ...
+
+    async def step(self, action: str) -> StepResult:
+        """Apply the action text; raises EnvTimeout past its limit, any other exception for a failed env."""
+        ...
+
+
 async def run_agent(
-    env: Env,
+    env: AsyncEnv,
     task: Task,
     engine: Engine,
     tokenizer: PreTrainedTokenizerBase,
@@ -35,8 +47,9 @@ async def run_agent(
 ) -> Trajectory:
     """Play one trajectory. policy_version is left 0: the rollout actor stamps it.
 
-    An exception from env.reset/env.step ends the trajectory with finish_reason "error" (the steps before
-    it are kept; the failed step gets reward 0). Exceptions from the engine propagate.
+    An exception from env.reset/env.step ends the trajectory with finish_reason "timeout" (EnvTimeout) or
+    "error" (anything else), its message in `error`; the steps before it are kept and the failed step gets
+    reward 0. Exceptions from the engine propagate. `success` is the env's info["success"] on a "done" ending.
     len(tokens) never exceeds max_trajectory_tokens, except for a first prompt that alone is longer: it is kept
     whole, and the trajectory ends "max_tokens" with 0 steps.
     """
@@ -46,9 +59,9 @@ async def run_agent(
         outcome=0.0, num_steps=0, finish_reason="",
     )  # fmt: skip
     try:
-        observation = env.reset(task)
+        observation = await env.reset(task)
     except Exception as error:
-        return _finish(trajectory, "error", error)
+        return _finish(trajectory, _failure(error), error)
     conversation = Conversation(tokenizer, observation)
     _append_context(trajectory, conversation.prompt_ids())
     for t in range(max_steps):
@@ -63,13 +76,14 @@ async def run_agent(
         action_text, extra_ids = conversation.add_action(completion.token_ids, completion.finish_reason == "stop")
         _append_context(trajectory, extra_ids)
         try:
-            result = env.step(action_text)
+            result = await env.step(action_text)
         except Exception as error:
             # The failed step's action tokens carry step_index t, so it keeps a (zero) reward slot.
             trajectory.step_rewards.append(0.0)
-            return _finish(trajectory, "error", error)
+            return _finish(trajectory, _failure(error), error)
         trajectory.step_rewards.append(result.reward)
         if result.done:
+            trajectory.success = bool(result.info.get("success", False))
             return _finish(trajectory, "done")
         if t + 1 == max_steps:
             break
@@ -95,6 +109,10 @@ def _append_action(trajectory: Trajectory, ids: list[int], logp: list[float], t:
     trajectory.action_mask.extend([True] * len(ids))
     trajectory.step_index.extend([t] * len(ids))
     trajectory.behavior_logp.extend(logp)
+
+
+def _failure(error: Exception) -> str:
+    return "timeout" if isinstance(error, EnvTimeout) else "error"
 
 
 def _finish(trajectory: Trajectory, reason: str, error: Exception | None = None) -> Trajectory:

@@ -3,6 +3,8 @@
 env -> agent loop -> [rollout actor] -> buffer. Every agent loop of a `collect` call runs concurrently
 against the one engine (vLLM batches their requests); each finished trajectory is stamped with the
 policy version and handed to `sink` as one Arrow IPC table at once, not at the end of the batch.
+Each agent loop plays its env in a child process from the actor's EnvPool (envs/process.py), so an env
+that crashes or hangs ends only its own trajectory.
 """
 
 import asyncio
@@ -14,8 +16,9 @@ from actors.broadcast import BucketSpec, receive, weight_sync_group
 from actors.config import ActorConfig
 from actors.engine import VLLMEngine
 from actors.trajectory import to_ipc, to_table
-from envs import Task, make_env
+from envs import Task
 from envs.config import EnvConfig
+from envs.process import EnvPool
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class RolloutActor:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.actors, self.env, self.sink, self.seed = actors, env, sink, seed
         self._broadcast_group = None
+        self.envs = EnvPool(step_timeout_s=env.step_timeout_s, reset_timeout_s=env.reset_timeout_s)
         self._receive_buffers: list = []  # reused by every broadcast: no fresh pages to fault in
 
     async def collect(self, work: list[Work], policy_version: int) -> int:
@@ -53,22 +57,31 @@ class RolloutActor:
         return sum(await asyncio.gather(*(self._play(item, policy_version) for item in work)))
 
     async def _play(self, item: Work, policy_version: int) -> int:
-        env = make_env(self.env.name, seed=item.env_seed, max_steps=self.env.max_steps, num_tasks=self.env.num_tasks)
-        trajectory = await run_agent(
-            env,
-            item.task,
-            self.engine,
-            self.tokenizer,
-            trajectory_id=item.trajectory_id,
-            group_id=item.group_id,
-            max_steps=self.env.max_steps,
-            max_tokens=self.actors.max_tokens,
-            max_trajectory_tokens=self.actors.max_trajectory_tokens,
-            temperature=self.actors.temperature,
-        )
+        async with self.envs.env() as env:
+            env.make(self.env.name, item.env_seed, {"max_steps": self.env.max_steps, "num_tasks": self.env.num_tasks})
+            trajectory = await run_agent(
+                env,
+                item.task,
+                self.engine,
+                self.tokenizer,
+                trajectory_id=item.trajectory_id,
+                group_id=item.group_id,
+                max_steps=self.env.max_steps,
+                max_tokens=self.actors.max_tokens,
+                max_trajectory_tokens=self.actors.max_trajectory_tokens,
+                temperature=self.actors.temperature,
+            )
         trajectory.policy_version = policy_version
         self.sink(to_ipc(to_table([trajectory])))
         return 1
+
+    def env_restarts(self) -> int:
+        """Env processes replaced after a crash, hang or env exception since the actor started."""
+        return self.envs.restarts
+
+    async def close(self) -> None:
+        """Stop every env process of this actor (they also exit by themselves when the actor process dies)."""
+        await self.envs.close()
 
     # --- plumbing ---
     def connect_learner(self, address: str, port: int, rank: int, world_size: int) -> None:

@@ -30,8 +30,9 @@ class Trajectory:
     step_rewards: list[float]  # one per step
     outcome: float
     num_steps: int
-    finish_reason: str  # "done" | "max_steps" | "max_tokens" | "error"
-    error: str = ""  # the env exception's "Type: message" when finish_reason is "error"
+    finish_reason: str  # "done" | "max_steps" | "max_tokens" | "error" | "timeout" (an env call ran out of time)
+    error: str = ""  # the env failure's "Type: message" when finish_reason is "error" or "timeout"
+    success: bool = False  # the env's info["success"] on a "done" ending; False for every other ending
 
 
 ROLLOUT_SCHEMA = pa.schema(
@@ -46,6 +47,7 @@ ROLLOUT_SCHEMA = pa.schema(
         pa.field("behavior_logp", pa.list_(pa.float32())),
         pa.field("step_rewards", pa.list_(pa.float32())),
         pa.field("outcome", pa.float32()),
+        pa.field("success", pa.bool_()),
         pa.field("num_steps", pa.int16()),
         pa.field("finish_reason", pa.string()),
         pa.field("error", pa.string()),

@@ -214,6 +214,8 @@ def check(cfg: Config) -> None:
     need(cfg.num_iterations >= 1, f"num_iterations ({cfg.num_iterations}) must be at least 1")
     need(env.name in envs.available(), f"env.name ({env.name!r}) must be one of {', '.join(envs.available())}")
     need(env.max_steps >= 1, f"env.max_steps ({env.max_steps}) must be at least 1")
+    for key, value in [("env.step_timeout_s", env.step_timeout_s), ("env.reset_timeout_s", env.reset_timeout_s)]:
+        need(value > 0, f"{key} ({value}) must be > 0: every env call is bounded")
     need(actors.num_rollout_actors >= 1, f"actors.num_rollout_actors ({actors.num_rollout_actors}) must be at least 1")
     need(actors.temperature > 0, f"actors.temperature ({actors.temperature}) must be > 0")
     need(actors.max_tokens >= 1, f"actors.max_tokens ({actors.max_tokens}) must be at least 1")

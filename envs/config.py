@@ -11,3 +11,9 @@ class EnvConfig:
     """Tasks in the train split; iterations cycle through them in a seeded order."""
     max_steps: int = 4
     """Steps per trajectory before the env ends it (reward 0): the agent's budget."""
+    step_timeout_s: float = 30.0
+    """Seconds one env step may take; past it the env process is killed, the trajectory ends "timeout"
+    and a fresh process replaces it."""
+    reset_timeout_s: float = 120.0
+    """Seconds building and resetting the env for a trajectory may take (real suites start a JVM or
+    generate a game there), with the same consequence as step_timeout_s."""

@@ -13,6 +13,7 @@ from actors.render import Conversation
 from cluster.models import resolve_model
 from envs import make_env
 from envs.base import StepResult, Task
+from envs.process import EnvTimeout, InProcessEnv
 
 TASK = Task(task_id="task-0", seed=0)
 
@@ -61,7 +62,9 @@ class ScriptedEnv:
 
 
 def play(env, engine, tokenizer, **limits):
+    """One trajectory; a plain (synchronous) env is played in this process."""
     options = dict(max_steps=8, max_tokens=16, max_trajectory_tokens=1024, temperature=1.0) | limits
+    env = env if asyncio.iscoroutinefunction(env.step) else InProcessEnv(env)
     return asyncio.run(
         run_agent(env, TASK, engine, tokenizer, trajectory_id="trajectory-0", group_id="group-0", **options)
     )
@@ -133,7 +136,7 @@ def test_max_trajectory_tokens_is_never_exceeded(tokenizer):
 
 def test_env_error_ends_trajectory_and_keeps_earlier_steps(tokenizer):
     trajectory = play(ScriptedEnv(rewards=[0.5, 0.25, 1.0], fail_at=2), FakeEngine(tokenizer), tokenizer)
-    assert trajectory.finish_reason == "error"
+    assert (trajectory.finish_reason, trajectory.success) == ("error", False)
     assert trajectory.error == "KeyError: 'no such room'"
     # The failed step's action stays (step_index 2), with a zero reward so per-step arrays stay aligned.
     assert trajectory.step_rewards == [0.5, 0.25, 0.0]
@@ -167,4 +170,28 @@ def test_corridor_open_door_policy_reaches_the_exit(tokenizer):
     env = make_env("corridor", num_rooms=3, slip=0.0)
     trajectory = play(env, FakeEngine(tokenizer, answer=open_door), tokenizer, max_steps=6)
     assert (trajectory.finish_reason, trajectory.outcome, trajectory.num_steps) == ("done", 1.0, 3)
-    assert trajectory.policy_version == 0 and trajectory.error == ""
+    assert trajectory.policy_version == 0 and trajectory.error == "" and trajectory.success is True
+
+
+def test_env_timeout_ends_trajectory_with_timeout_and_keeps_earlier_steps(tokenizer):
+    class SlowAtStep1(InProcessEnv):
+        async def step(self, action: str) -> StepResult:
+            if self.env.t == 1:
+                raise EnvTimeout("env step did not answer within 2 s")
+            return self.env.step(action)
+
+    trajectory = play(SlowAtStep1(ScriptedEnv(rewards=[0.5, 1.0])), FakeEngine(tokenizer), tokenizer)
+    assert (trajectory.finish_reason, trajectory.error) == ("timeout", "EnvTimeout: env step did not answer within 2 s")
+    assert (trajectory.step_rewards, trajectory.outcome, trajectory.success) == ([0.5, 0.0], 0.5, False)
+
+
+def test_success_is_the_final_steps_info_on_done_only(tokenizer):
+    class Succeeds(ScriptedEnv):
+        def step(self, action: str) -> StepResult:
+            result = super().step(action)
+            return StepResult(result.observation, result.reward, result.done, {"success": True})
+
+    assert play(Succeeds(rewards=[0.0, 1.0]), FakeEngine(tokenizer), tokenizer).success is True
+    assert play(ScriptedEnv(rewards=[0.0, 1.0]), FakeEngine(tokenizer), tokenizer).success is False  # no key
+    cut = play(Succeeds(rewards=[0.0] * 5), FakeEngine(tokenizer), tokenizer, max_steps=2)
+    assert (cut.finish_reason, cut.success) == ("max_steps", False)

@@ -32,6 +32,7 @@ def make_trajectory(i: int, num_steps: int) -> Trajectory:
         tokens=tokens, action_mask=mask, step_index=step_index, behavior_logp=logp,
         step_rewards=[0.0] * (num_steps - 1) + [1.0] if num_steps else [], outcome=float(num_steps > 0),
         num_steps=num_steps, finish_reason="done" if i % 2 else "error", error="" if i % 2 else "KeyError: 'x'",
+        success=i % 2 == 1 and num_steps > 0,
     )  # fmt: skip
 
 
@@ -61,6 +62,7 @@ def test_arrow_round_trip_keeps_every_column(tmp_path):
     assert row["step_index"] == [-1, -1, -1, 0, 0, -1, -1]
     assert row["behavior_logp"] == [0.0, 0.0, 0.0, -0.5, -0.25, 0.0, 0.0]
     assert row["progress_adv"] == [0.0] and row["step_advantage"] == [-0.0]
+    assert table.column("success").to_pylist() == [False, True, False, False]  # row 3 is done in 0 steps
 
 
 def test_ragged_respects_slicing():

@@ -1,0 +1,216 @@
+"""Env processes: a crash, a hang or an exception ends only its own trajectory, and no child is left behind."""
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from actors.agent_loop import run_agent
+from actors.engine import Completion
+from envs import make_env
+from envs.base import Task
+from envs.process import EnvCrash, EnvFailure, EnvPool, EnvProcess, EnvRaised, EnvTimeout, InProcessEnv
+
+TASK = Task(task_id="task-0", seed=0)
+REPO = Path(__file__).resolve().parents[2]
+CORRIDOR = {"num_rooms": 3, "slip": 0.5, "max_steps": 6, "num_tasks": 16}
+
+
+def alive(pid: int) -> bool:
+    """Whether pid is a live process (a zombie is dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+async def started(**timeouts) -> EnvProcess:
+    return await EnvProcess.start(**({"step_timeout_s": 1.0, "reset_timeout_s": 1.0} | timeouts))
+
+
+def test_env_process_replies_like_the_env_in_process():
+    async def play(env, seed: int) -> list:
+        transcript = []
+        for task in make_env("corridor", **CORRIDOR).tasks("train")[:2]:  # two trajectories, one env
+            if isinstance(env, EnvProcess):
+                env.make("corridor", seed, CORRIDOR)
+            transcript.append(await env.reset(task))
+            for action in ["purple", "red", "blue", "green", "yellow", "white"]:
+                result = await env.step(action)
+                transcript.append(result)
+                if result.done:
+                    break
+        return transcript
+
+    async def main():
+        process = await started()
+        try:
+            return await play(process, seed=7), process.broken
+        finally:
+            await process.close()
+
+    in_child, broken = run(main())
+    assert in_child == run(play(InProcessEnv(make_env("corridor", seed=7, **CORRIDOR)), seed=7))
+    assert not broken and len(in_child) > 4
+
+
+def test_env_prints_do_not_corrupt_the_replies(capfd):
+    async def main():
+        process = await started()
+        process.make("faulty", 0, {"chatter": True, "length": 2})
+        observation = await process.reset(TASK)
+        results = [await process.step("go"), await process.step("go")]
+        await process.close()
+        return observation, results
+
+    observation, results = run(main())
+    assert observation.startswith("Task task-0") and [r.done for r in results] == [False, True]
+    assert results[1].info == {"success": True}
+    assert "this line goes to stdout" in capfd.readouterr().err  # the env's stdout reaches our stderr
+
+
+@pytest.mark.parametrize(
+    "fault, error, message",
+    [
+        ("raise", EnvRaised, r"^RuntimeError: faulty: injected error at step 1 \(raised by the env in step\)$"),
+        ("crash", EnvCrash, r"died during step \(exit code 3\); its last output: faulty: injected crash at step 1"),
+        ("segfault", EnvCrash, r"died during step \(killed by signal SIGSEGV\); its last output: .*Segmentation"),
+        ("hang", EnvTimeout, r"^env step did not answer within 1 s; its process \d+ was killed$"),
+    ],
+)
+def test_each_fault_raises_its_error_and_breaks_the_instance(fault, error, message):
+    async def main():
+        process = await started()
+        process.make("faulty", 0, {"fault": fault, "at_step": 1})
+        await process.reset(TASK)
+        first = await process.step("go")
+        with pytest.raises(error, match=message) as caught:
+            await process.step("go")
+        with pytest.raises(EnvFailure, match="broken by an earlier failure"):
+            await process.step("go")
+        await process.close()
+        return first, caught.value, process
+
+    first, _, process = run(main())
+    assert first.reward == pytest.approx(1 / 3) and process.broken and not alive(process.pid)
+
+
+def test_hang_in_reset_times_out_under_reset_timeout():
+    async def main():
+        process = await started(reset_timeout_s=1.5)
+        process.make("faulty", 0, {"fault": "hang", "at_step": -1})
+        start = time.monotonic()
+        with pytest.raises(EnvTimeout, match=r"env reset did not answer within 1.5 s"):
+            await process.reset(TASK)
+        return time.monotonic() - start, process
+
+    elapsed, process = run(main())
+    assert 1.5 <= elapsed < 5 and not alive(process.pid)
+
+
+def test_bad_env_name_and_options_are_env_errors():
+    async def main():
+        process = await started()
+        process.make("nope", 0, {})
+        with pytest.raises(EnvRaised, match=r"ValueError: unknown env 'nope'; available: corridor"):
+            await process.reset(TASK)
+        await process.close()
+        with pytest.raises(TypeError, match="env options for 'faulty' must be JSON values"):
+            process.make("faulty", 0, {"fault": object()})
+
+    run(main())
+
+
+class DoorEngine:
+    """Takes the open door of the corridor (any word for the faulty env); logp -0.5 per id; yields to the loop."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    async def generate(self, prompt_ids: list[int], *, max_tokens: int, temperature: float) -> Completion:
+        await asyncio.sleep(0.01)
+        doors = re.findall(r"The (\w+) door is open", self.tokenizer.decode(prompt_ids))
+        ids = self.tokenizer.encode((doors[-1] if doors else "go") + self.tokenizer.eos_token, add_special_tokens=False)
+        return Completion(token_ids=ids, logp=[-0.5] * len(ids), finish_reason="stop")
+
+
+def test_faulty_trajectories_fail_alone_among_healthy_ones(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    engine = DoorEngine(tokenizer)
+    faults = {
+        "raise": ("error", "EnvRaised: RuntimeError: faulty: injected error at step 1"),
+        "crash": ("error", "EnvCrash: env process"),
+        "segfault": ("error", "EnvCrash: env process"),
+        "hang": ("timeout", "EnvTimeout: env step did not answer within 1.5 s"),
+    }
+    tasks = make_env("corridor", **CORRIDOR).tasks("train")[:4]
+
+    async def play(env, name: str, seed: int, options: dict, task: Task = TASK):
+        if isinstance(env, EnvProcess):
+            env.make(name, seed, options)
+        limits = dict(max_steps=6, max_tokens=16, max_trajectory_tokens=2048, temperature=1.0)
+        return await run_agent(env, task, engine, tokenizer, trajectory_id=name, group_id="g", **limits)
+
+    async def in_pool(pool: EnvPool, *args, **kwargs):
+        async with pool.env() as env:
+            return await play(env, *args, **kwargs), env.pid
+
+    async def main():
+        pool = EnvPool(step_timeout_s=1.5, reset_timeout_s=5.0)
+        try:
+            healthy = [in_pool(pool, "corridor", seed, CORRIDOR, task) for seed, task in enumerate(tasks)]
+            faulty = [in_pool(pool, "faulty", 0, {"fault": fault, "at_step": 1}) for fault in faults]
+            played = await asyncio.gather(*healthy, *faulty)
+            restarts, pids = pool.restarts, [pid for _, pid in played]
+            again, pid = await in_pool(pool, "faulty", 0, {})
+            return played, restarts, pids, again, pid, pool.pids()
+        finally:
+            await pool.close()
+
+    played, restarts, pids, again, again_pid, open_pids = run(main())
+    for (trajectory, _), (seed, task) in zip(played, enumerate(tasks)):
+        reference = run(play(InProcessEnv(make_env("corridor", seed=seed, **CORRIDOR)), "corridor", seed, {}, task))
+        assert trajectory == reference and trajectory.finish_reason in ("done", "max_steps")
+    for (trajectory, _), (reason, message) in zip(played[len(tasks) :], faults.values()):
+        assert (trajectory.finish_reason, trajectory.num_steps) == (reason, 2)
+        assert trajectory.step_rewards == [pytest.approx(1 / 3), 0.0] and trajectory.error.startswith(message)
+    assert restarts == len(faults)
+    assert (again.finish_reason, again.success, again.outcome) == ("done", True, pytest.approx(1.0))
+    assert again_pid in open_pids and not set(pids[len(tasks) :]) & set(open_pids)  # a healthy child took it
+    assert not any(alive(pid) for pid in pids + open_pids)
+
+
+def test_child_exits_when_its_parent_dies_even_while_the_env_hangs():
+    parent = f"""
+import asyncio, sys
+sys.path.insert(0, {str(REPO)!r})
+from envs.base import Task
+from envs.process import EnvProcess
+
+async def main():
+    process = await EnvProcess.start(step_timeout_s=600)
+    process.make("faulty", 0, {{"fault": "hang", "at_step": 0}})
+    await process.reset(Task("t", 0))
+    print(process.pid, flush=True)
+    await process.step("go")
+
+asyncio.run(main())
+"""
+    with subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True) as proc:
+        child = int(proc.stdout.readline())
+        assert alive(child)
+        proc.kill()
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)
