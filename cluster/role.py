@@ -154,6 +154,10 @@ class Roles:
     def broadcast(self, policy_version: int) -> int:
         """Learner rank 0 -> every engine (and a lagged scorer), which then serve `policy_version`; returns bytes.
         Rollouts in flight pause between two actions for the load and go on with the new weights."""
+        self._recover()  # a dead or stuck receiver would block the send
+        return self._broadcast(policy_version)
+
+    def _broadcast(self, policy_version: int) -> int:
         received = [r.receive_weights.remote(self.buckets, policy_version) for r in self.receivers()]
         sent = self.learner.call("broadcast")
         self.rollout.get(received)
@@ -208,22 +212,32 @@ class Roles:
                 failed.add(collect.rank)
         return failed
 
+    def _unresponsive(self) -> set[int]:
+        """Ranks of rollout actors that are dead or leave a ping unanswered for actors.engine_timeout_s."""
+        pings = [actor.ping.remote() for actor in self.rollout.actors]
+        ready, _ = ray.wait(pings, num_returns=len(pings), timeout=self.engine_timeout_s)
+        failed = set()
+        for rank, ping in enumerate(pings):
+            if ping not in ready:
+                failed.add(rank)
+                continue
+            try:
+                ray.get(ping)
+            except ray.exceptions.RayActorError:
+                failed.add(rank)
+        return failed
+
     def _recover(self) -> bool:
         """Replace every rollout actor that died or does not answer a ping within actors.engine_timeout_s and
         re-run its unfinished work; returns whether any was replaced. Other errors of a collect are raised."""
-        failed = self._reap()
-        for rank in {c.rank for c in self.in_flight} - failed:
-            try:
-                ray.get(self.rollout.actors[rank].ping.remote(), timeout=self.engine_timeout_s)
-            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-                failed.add(rank)
+        failed = self._reap() | self._unresponsive()
         if not failed:
             return False
         for rank in failed:
             self.rollout.replace(rank)
             self.restarts += 1
         self.connect_broadcast()
-        self.broadcast(self.policy_version)  # the fresh engines start from the model directory's weights
+        self._broadcast(self.policy_version)  # the fresh engines start from the model directory's weights
         for collect in [c for c in self.in_flight if c.rank in failed]:
             self.in_flight.remove(collect)
             ids = [item.trajectory_id for item in collect.work]
