@@ -9,10 +9,11 @@ __all__ = ["Env", "StepResult", "Task", "available", "make_env"]
 
 
 def available() -> list[str]:
-    return ["corridor", "mdp", "faulty"]
+    return ["corridor", "mdp", "faulty", "faulty/raise", "faulty/crash", "faulty/segfault", "faulty/hang"]
 
 
 def make_env(name: str, seed: int = 0, **options) -> Env:
+    suite, _, game = name.partition("/")
     if name == "corridor":
         from envs.corridor import Corridor
 
@@ -21,8 +22,8 @@ def make_env(name: str, seed: int = 0, **options) -> Env:
         from envs.mdp import TextMDP
 
         return TextMDP(seed=seed, **options)
-    elif name == "faulty":
+    elif suite == "faulty":  # "faulty/<fault>" fails on purpose, see envs/faulty.py
         from envs.faulty import Faulty
 
-        return Faulty(seed=seed, **options)
+        return Faulty(seed=seed, **({"fault": game} if game else {}) | options)
     raise ValueError(f"unknown env {name!r}; available: {', '.join(available())}")

@@ -3,7 +3,9 @@
 Play it through env processes (what rollout actors do), never in your own process: `crash` and `segfault`
 end the process that steps it and `hang` blocks it forever. Each trajectory counts `length` steps (any action
 is one step, reward 1/length each, success at the end); with probability `p` (drawn from the env's seed) the
-fault happens at step `at_step` (0-based; -1 = during reset):
+fault happens at step `at_step` (0-based; -1 = during reset). The env names `faulty/<fault>` set the fault,
+e.g. `freelunch eval --policy tiny-random --env faulty/hang env.step_timeout_s=2`: a quarter of the
+trajectories end "timeout", the rest succeed, and the report counts the env processes replaced.
 
     fault="raise"     the env raises RuntimeError               -> finish_reason "error"
     fault="crash"     the process exits (os._exit(3))           -> "error", with the exit code
@@ -29,8 +31,8 @@ class Faulty:
         self,
         seed: int = 0,
         fault: str = "none",
-        at_step: int = 0,
-        p: float = 1.0,
+        at_step: int = 1,
+        p: float = 0.25,
         length: int = 3,
         chatter: bool = False,
         max_steps: int = 4,

@@ -91,7 +91,7 @@ def test_env_prints_do_not_corrupt_the_replies(capfd):
 def test_each_fault_raises_its_error_and_breaks_the_instance(fault, error, message):
     async def main():
         process = await started()
-        process.make("faulty", 0, {"fault": fault, "at_step": 1})
+        process.make("faulty", 0, {"fault": fault, "at_step": 1, "p": 1.0})
         await process.reset(TASK)
         first = await process.step("go")
         with pytest.raises(error, match=message) as caught:
@@ -108,7 +108,7 @@ def test_each_fault_raises_its_error_and_breaks_the_instance(fault, error, messa
 def test_hang_in_reset_times_out_under_reset_timeout():
     async def main():
         process = await started(reset_timeout_s=1.5)
-        process.make("faulty", 0, {"fault": "hang", "at_step": -1})
+        process.make("faulty", 0, {"fault": "hang", "at_step": -1, "p": 1.0})
         start = time.monotonic()
         with pytest.raises(EnvTimeout, match=r"env reset did not answer within 1.5 s"):
             await process.reset(TASK)
@@ -169,7 +169,7 @@ def test_faulty_trajectories_fail_alone_among_healthy_ones(tiny_model_dir):
         pool = EnvPool(step_timeout_s=1.5, reset_timeout_s=5.0)
         try:
             healthy = [in_pool(pool, "corridor", seed, CORRIDOR, task) for seed, task in enumerate(tasks)]
-            faulty = [in_pool(pool, "faulty", 0, {"fault": fault, "at_step": 1}) for fault in faults]
+            faulty = [in_pool(pool, "faulty", 0, {"fault": fault, "at_step": 1, "p": 1.0}) for fault in faults]
             played = await asyncio.gather(*healthy, *faulty)
             restarts, pids = pool.restarts, [pid for _, pid in played]
             again, pid = await in_pool(pool, "faulty", 0, {})
@@ -199,7 +199,7 @@ from envs.process import EnvProcess
 
 async def main():
     process = await EnvProcess.start(step_timeout_s=600)
-    process.make("faulty", 0, {{"fault": "hang", "at_step": 0}})
+    process.make("faulty", 0, {{"fault": "hang", "at_step": 0, "p": 1.0}})
     await process.reset(Task("t", 0))
     print(process.pid, flush=True)
     await process.step("go")
