@@ -133,10 +133,12 @@ class Roles:
                 raise TimeoutError(f"{len(missing)} trajectories did not arrive within cluster.timeout_s")
         self._reap()
         batch, dropped = self.rollout.get(self.buffer.take.remote(ids, min_version))
+        env_restarts = sum(self.rollout.get(self.rollout.submit("env_restarts")))
         return batch, {
             "rollout/dropped_stale": dropped,
             "rollout/reruns": self.reruns,
             "system/restarts_rollout": self.restarts,
+            "system/restarts_env": env_restarts,  # env processes replaced (crash, hang, env error), live actors
         }
 
     def score(self, batch: bytes) -> tuple[bytes, dict[str, float]]:
