@@ -7,6 +7,7 @@ is visible on the cluster's metrics endpoint and in the dashboard's Grafana pane
 import json
 import re
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,21 +56,35 @@ class MetricsLog:
 
 
 class MetricsExporter:
-    """Holds one Ray gauge per metric key and sets it to the latest value."""
+    """Holds one Ray gauge per metric key and sets it to the latest value. Ray exports a gauge's value for
+    only about 20 s after it was set (measured on Ray 2.60) and an iteration often takes longer, so a thread
+    sets every gauge again every `refresh_s`: a run's series stay continuous between iterations."""
 
-    def __init__(self):
+    def __init__(self, refresh_s: float = 5.0):
         self._gauges: dict = {}
+        self._latest: dict[str, float] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._refresh, args=(refresh_s,), daemon=True).start()
 
     def set(self, metrics: dict[str, float]) -> None:
         from ray.util.metrics import Gauge
 
-        for key, value in metrics.items():
-            if not isinstance(value, (int, float)) or value != value:
-                continue
-            name = "freelunch_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
-            if name not in self._gauges:
-                self._gauges[name] = Gauge(name, description=f"freelunch metric {key}")
-            self._gauges[name].set(float(value))
+        with self._lock:
+            for key, value in metrics.items():
+                if not isinstance(value, (int, float)) or value != value:
+                    continue
+                name = "freelunch_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+                if name not in self._gauges:
+                    self._gauges[name] = Gauge(name, description=f"freelunch metric {key}")
+                self._latest[name] = float(value)
+                self._gauges[name].set(float(value))
+
+    def _refresh(self, refresh_s: float) -> None:
+        while True:
+            time.sleep(refresh_s)
+            with self._lock:
+                for name, value in self._latest.items():
+                    self._gauges[name].set(value)
 
 
 def progress_line(m: dict[str, float], num_iterations: int) -> str:
