@@ -29,7 +29,9 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         self.num_iterations = num_iterations
         # Gauges set in the driver process are not exported by Ray; an actor's are.
-        self._exporter = ray.remote(MetricsExporter).options(name="metrics", namespace="freelunch", num_cpus=0).remote()
+        self._exporter = (
+            ray.remote(MetricsExporter).options(name="metrics", namespace="freelunch", num_cpus=0).remote(run_dir.name)
+        )
 
     def write(self, metrics: dict[str, float]) -> None:
         with self.path.open("a") as f:
@@ -56,13 +58,15 @@ class MetricsLog:
 
 
 class MetricsExporter:
-    """Holds one Ray gauge per metric key and sets it to the latest value. Ray exports a gauge's value for
-    only about 20 s after it was set (measured on Ray 2.60) and an iteration often takes longer, so a thread
-    sets every gauge again every `refresh_s`: a run's series stay continuous between iterations."""
+    """Holds one Ray gauge per metric key and sets it to the latest value, tagged with the role that measured
+    it and the run (its directory's name), so runs sharing a cluster stay apart. Ray exports a gauge's value
+    for only about 20 s after it was set (measured on Ray 2.60) and an iteration often takes longer, so a
+    thread sets every gauge again every `refresh_s`: a run's series stay continuous between iterations."""
 
-    def __init__(self, refresh_s: float = 5.0):
+    def __init__(self, run: str = "", refresh_s: float = 5.0):
+        self.run = run
         self._gauges: dict = {}
-        self._latest: dict[str, float] = {}
+        self._latest: dict[str, tuple[float, dict]] = {}
         self._lock = threading.Lock()
         threading.Thread(target=self._refresh, args=(refresh_s,), daemon=True).start()
 
@@ -73,18 +77,29 @@ class MetricsExporter:
             for key, value in metrics.items():
                 if not isinstance(value, (int, float)) or value != value:
                     continue
-                name = "freelunch_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+                name = gauge_name(key)
                 if name not in self._gauges:
-                    self._gauges[name] = Gauge(name, description=f"freelunch metric {key}")
-                self._latest[name] = float(value)
-                self._gauges[name].set(float(value))
+                    self._gauges[name] = Gauge(name, description=f"freelunch metric {key}", tag_keys=("role", "run"))
+                tags = {"role": ROLE_OF_PHASE.get(key.split("/")[0], "driver"), "run": self.run}
+                self._latest[name] = (float(value), tags)
+                self._gauges[name].set(float(value), tags=tags)
 
     def _refresh(self, refresh_s: float) -> None:
         while True:
             time.sleep(refresh_s)
             with self._lock:
-                for name, value in self._latest.items():
-                    self._gauges[name].set(value)
+                for name, (value, tags) in self._latest.items():
+                    self._gauges[name].set(value, tags=tags)
+
+
+# Which role measured a metric, by its phase (the key's prefix); iteration and policy_version are the driver's.
+ROLE_OF_PHASE = {"rollout": "rollout", "score": "scorer", "loss": "learner", "broadcast": "learner", "time": "driver",
+                 "system": "cluster"}  # fmt: skip
+
+
+def gauge_name(key: str) -> str:
+    """`phase/name` -> the Ray gauge `freelunch_phase_name` (Prometheus shows it as `ray_freelunch_phase_name`)."""
+    return "freelunch_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
 
 
 def progress_line(m: dict[str, float], num_iterations: int) -> str:
