@@ -2,6 +2,7 @@
 
     freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR] [--resume RUN_DIR] [--dry-run]
     freelunch score --policy DIR --ref DIR --input FILE --output FILE [...]   (see cluster/score.py)
+    freelunch eval --policy DIR --env NAME [--num-tasks N] [--group-size K] [--out DIR] [...]   (see cluster/eval.py)
 
 With no config the quickstart runs: SmolLM2-135M-Instruct on the corridor env, on an embedded local
 Ray cluster (dashboard on http://127.0.0.1:8265). Under `ray job submit` it joins that cluster.
@@ -14,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from cluster import eval as eval_command
 from cluster import score as score_command
 from cluster.config import Config, ConfigError, dump, load
 
@@ -37,11 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--dry-run", action="store_true", help="print the resolved config as TOML and exit")
     score = commands.add_parser("score", help="score trajectories with the progress advantage of a model pair")
     score_command.add_arguments(score)
+    evaluate = commands.add_parser("eval", help="play a policy on an env's tasks and report its success rate")
+    eval_command.add_arguments(evaluate)
     args = parser.parse_args(argv)
-    if args.command == "score":
+    if args.command in ("score", "eval"):
         for key, value in DEFAULT_ENV.items():
             os.environ.setdefault(key, value)
-        return score_command.run_score(args)
+        return score_command.run_score(args) if args.command == "score" else eval_command.run_eval(args)
     try:
         config_path, overrides = _split(args.args)
         if args.resume:
