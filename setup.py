@@ -26,6 +26,11 @@ setup(
         "gpu": ["vllm"],
         "test": ["pytest"],
         "report": ["matplotlib"],
+        # Third-party environment suites, one extra each (envs/README.md): env names "<extra>/<game>".
+        "textworld_express": ["textworld-express==1.1.0"],  # needs Java 17
+        "scienceworld": ["scienceworld==1.2.3"],  # needs Java 17
+        "textworld": ["textworld==1.7.0"],
+        "textarena": ["textarena==0.7.4"],
     },
     entry_points={"console_scripts": ["freelunch = cluster.cli:main"]},
 )
