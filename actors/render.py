@@ -4,7 +4,11 @@ Token in, token out: the policy's sampled ids enter the context unchanged (never
 only the template's own text around them (the first prompt, each observation turn) is tokenised here.
 """
 
+import warnings
+
 from transformers import PreTrainedTokenizerBase
+
+OBSERVATION_ROLES = ("user", "tool")
 
 
 class Conversation:
@@ -24,6 +28,7 @@ class Conversation:
         # Template text covered by the ids handed out so far; each delta is taken against it.
         self._text = self._first_prompt
         self._awaiting_action = True
+        self._tool_role: str | None = None  # the role tool results render as, found on the first one
 
     def prompt_ids(self) -> list[int]:
         """Ids of the first prompt: the template of [user: first_observation] plus the generation prompt."""
@@ -49,11 +54,21 @@ class Conversation:
         self._awaiting_action = False
         return action_text, extra_ids
 
-    def add_observation(self, observation: str) -> list[int]:
-        """Ids to append for the env's observation: the rest of the template through the next generation prompt."""
+    def add_observation(self, observation: str, role: str = "user") -> list[int]:
+        """Ids to append for the env's observation: the rest of the template through the next generation prompt.
+
+        role "tool" renders a tool result in the template's `tool` role, as apply_chat_template would; a template
+        that has no tool role (it fails on one, or drops its content) gets the result as a user message instead.
+        """
         if self._awaiting_action:
             raise RuntimeError("add_observation called before the action it answers")
-        self._messages.append({"role": "user", "content": observation})
+        if role not in OBSERVATION_ROLES:
+            raise ValueError(f"observation role must be one of {OBSERVATION_ROLES}, got {role!r}")
+        if role == "tool":
+            if self._tool_role is None:
+                self._tool_role = _tool_role(self._tokenizer)
+            role = self._tool_role
+        self._messages.append({"role": role, "content": observation})
         full = self._render(self._messages)
         if not full.startswith(self._text):
             at = next((i for i, (a, b) in enumerate(zip(full, self._text)) if a != b), min(len(full), len(self._text)))
@@ -77,3 +92,20 @@ class Conversation:
     def _encode(self, text: str) -> list[int]:
         # The template already writes any BOS it wants as text; add_special_tokens would add a second one.
         return self._tokenizer.encode(text, add_special_tokens=False)
+
+
+def _tool_role(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The role tool results render as: `tool` if the chat template shows a tool message's content, else `user`."""
+    probe = "tool result 6e0c"
+    messages = [
+        {"role": "user", "content": "question"},
+        {"role": "assistant", "content": "call"},
+        {"role": "tool", "content": probe},
+    ]
+    try:
+        renders = probe in tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception:  # templates reject unknown roles with raise_exception (a jinja TemplateError) or a KeyError
+        renders = False
+    if not renders:
+        warnings.warn("the chat template has no tool role: tool results are rendered as user messages", stacklevel=3)
+    return "tool" if renders else "user"

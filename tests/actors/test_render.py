@@ -67,3 +67,45 @@ def test_template_that_rewrites_history_is_rejected(tokenizer):
     conversation.add_action(tokenizer.encode("  red", add_special_tokens=False), finished=False)
     with pytest.raises(ValueError, match="not prefix-stable"):
         conversation.add_observation(OBSERVATIONS[1])
+
+
+def test_tool_observations_render_in_the_tool_role_like_the_full_chat_template(tokenizer):
+    tool_call = '<tool_call>{"name": "get_price", "arguments": {"item": "lamp"}}</tool_call>'
+    steps = [(tool_call, '{"item": "lamp", "unit_price": 12}', "tool"), ("no call", "No tool call found.", "user")]
+    steps.append((tool_call, '{"error": "service unavailable, try again"}', "tool"))
+    conversation = Conversation(tokenizer, OBSERVATIONS[0])
+    ids = conversation.prompt_ids()
+    messages = [{"role": "user", "content": OBSERVATIONS[0]}]
+    for action, observation, role in steps:
+        action_ids = tokenizer.encode(action + tokenizer.eos_token, add_special_tokens=False)
+        conversation.add_action(action_ids, finished=True)
+        ids += action_ids + conversation.add_observation(observation, role=role)
+        messages += [{"role": "assistant", "content": action}, {"role": role, "content": observation}]
+    assert "<|im_start|>tool\n" in tokenizer.decode(ids)
+    assert ids == full_ids(tokenizer, messages)
+
+
+def test_template_without_tool_role_renders_tool_results_as_user(tokenizer):
+    strict = copy.deepcopy(tokenizer)
+    strict.chat_template = (
+        "{% for message in messages %}{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+        "{{ raise_exception('unknown role ' + message['role']) }}{% endif %}{% endfor %}" + tokenizer.chat_template
+    )
+    conversation = Conversation(strict, OBSERVATIONS[0])
+    action_ids = tokenizer.encode("call" + tokenizer.eos_token, add_special_tokens=False)
+    conversation.add_action(action_ids, finished=True)
+    with pytest.warns(UserWarning, match="no tool role"):
+        ids = conversation.prompt_ids() + action_ids + conversation.add_observation("42", role="tool")
+    messages = [
+        {"role": "user", "content": OBSERVATIONS[0]},
+        {"role": "assistant", "content": "call"},
+        {"role": "user", "content": "42"},
+    ]
+    assert ids == full_ids(strict, messages)
+
+
+def test_unknown_observation_role_is_rejected(tokenizer):
+    conversation = Conversation(tokenizer, OBSERVATIONS[0])
+    conversation.add_action(tokenizer.encode("red", add_special_tokens=False), finished=False)
+    with pytest.raises(ValueError, match="observation role must be one of"):
+        conversation.add_observation(OBSERVATIONS[1], role="system")
