@@ -28,4 +28,6 @@ class ActorConfig:
     num_cpus: float = 1.0
     """CPUs reserved for each rollout actor."""
     num_gpus: float = 0.0
-    """GPUs reserved for each rollout actor (0 on CPU machines)."""
+    """GPUs reserved for each rollout actor (0 on CPU machines); tensor_parallel_size of them when > 1."""
+    tensor_parallel_size: int = 1
+    """GPUs one engine shards its model over (vLLM tensor parallelism, its workers in processes of their own)."""

@@ -36,6 +36,7 @@ class VLLMEngine:
         max_model_len: int = 4096,
         kv_cache_gb: float = 1.0,
         enforce_eager: bool = True,
+        tensor_parallel_size: int = 1,
     ):
         # In-process engine core: vLLM reads this switch itself, so it has to be set before the engine.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -52,7 +53,9 @@ class VLLMEngine:
             max_model_len=max_model_len,
             kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
             enforce_eager=enforce_eager,
-            distributed_executor_backend="uni",
+            tensor_parallel_size=tensor_parallel_size,
+            # one shard: the model runs in this process; more: vLLM's worker processes on the actor's GPUs
+            distributed_executor_backend="uni" if tensor_parallel_size == 1 else "mp",
             logprobs_mode="processed_logprobs",
             disable_log_stats=True,
         )

@@ -43,20 +43,28 @@ class RolloutActor:
             seed=seed,
             max_model_len=actors.max_trajectory_tokens,
             kv_cache_gb=actors.kv_cache_gb,
+            tensor_parallel_size=actors.tensor_parallel_size,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.actors, self.env, self.sink, self.seed = actors, env, sink, seed
         self._broadcast_group = None
+        self.policy_version = 0  # of the weights the engine serves
         self.envs = EnvPool(step_timeout_s=env.step_timeout_s, reset_timeout_s=env.reset_timeout_s)
         self._receive_buffers: list = []  # reused by every broadcast: no fresh pages to fault in
 
-    async def collect(self, work: list[Work], policy_version: int) -> int:
-        """Play every trajectory of `work` concurrently; returns how many reached the sink."""
-        # Seeded per policy version, so a resumed run samples exactly what an uninterrupted one would.
-        self.engine.reseed(self.seed * 100_003 + policy_version)
-        return sum(await asyncio.gather(*(self._play(item, policy_version) for item in work)))
+    async def collect(self, work: list[Work]) -> int:
+        """Play every trajectory of `work` concurrently; returns how many reached the sink. Collects may
+        overlap (rollouts running ahead of the learner) and weights may arrive meanwhile."""
+        # Seeded per policy version, so a resumed on-policy run samples exactly what an uninterrupted one would.
+        self.engine.reseed(self.seed * 100_003 + self.policy_version)
+        return sum(await asyncio.gather(*(self._play(item) for item in work)))
 
-    async def _play(self, item: Work, policy_version: int) -> int:
+    async def ping(self) -> int:
+        """Answered between two engine steps: a stuck engine or process leaves it unanswered."""
+        return self.policy_version
+
+    async def _play(self, item: Work) -> int:
+        policy_version = self.policy_version  # a broadcast during the trajectory makes it newer, never staler
         async with self.envs.env() as env:
             env.make(self.env.name, item.env_seed, {"max_steps": self.env.max_steps, "num_tasks": self.env.num_tasks})
             trajectory = await run_agent(
@@ -84,13 +92,14 @@ class RolloutActor:
         await self.envs.close()
 
     # --- plumbing ---
-    def connect_learner(self, address: str, port: int, rank: int, world_size: int) -> None:
+    async def connect_learner(self, address: str, port: int, rank: int, world_size: int) -> None:
         """Join the broadcast group (learner rank 0 is its rank 0)."""
         self._broadcast_group = weight_sync_group(address, port, rank, world_size)
 
-    def receive_weights(self, buckets: list[BucketSpec]) -> None:
-        """Receive one broadcast and load it into the engine (the learner sends concurrently)."""
-        # Drain the group fully before loading: the sender's broadcasts must all be matched even if
-        # the engine were to skip a name.
-        weights = receive(self._broadcast_group[1], buckets, self._receive_buffers)
-        self.engine.load_weights(weights)
+    async def receive_weights(self, buckets: list[BucketSpec], policy_version: int) -> None:
+        """Receive one broadcast (the learner sends concurrently) and serve it from the next action on."""
+        # The transfer runs in a thread, so agent loops keep generating; the group is drained fully
+        # before loading, so every one of the sender's broadcasts is matched even if a name were skipped.
+        weights = await asyncio.to_thread(receive, self._broadcast_group[1], buckets, self._receive_buffers)
+        await self.engine.load_weights_between_actions(weights)
+        self.policy_version = policy_version

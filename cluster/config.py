@@ -37,6 +37,9 @@ class ClusterConfig:
     run_dir: str = ""
     """Where the run writes config.toml, metrics.jsonl, trajectories/ and policy/;
     "" = runs/<YYYYmmdd-HHMMSS>, a fresh directory, so a run never overwrites another."""
+    colocate_scorer: bool = False
+    """Place the scorer on learner rank 0's bundle (each takes half its CPUs and GPUs) instead of a bundle of
+    its own: one GPU fewer, since scoring and updating never run at the same time."""
     save_every: int = 0
     """Iterations between checkpoints in checkpoints/ (learner and scorer state with optimizers, iteration,
     policy version), which `--resume` continues from; 0 = none. policy/ is always written at the end."""
@@ -216,6 +219,7 @@ def check(cfg: Config) -> None:
     need(env.max_steps >= 1, f"env.max_steps ({env.max_steps}) must be at least 1")
     for key, value in [("env.step_timeout_s", env.step_timeout_s), ("env.reset_timeout_s", env.reset_timeout_s)]:
         need(value > 0, f"{key} ({value}) must be > 0: every env call is bounded")
+    need(actors.tensor_parallel_size >= 1, f"actors.tensor_parallel_size ({actors.tensor_parallel_size}) must be >= 1")
     need(actors.num_rollout_actors >= 1, f"actors.num_rollout_actors ({actors.num_rollout_actors}) must be at least 1")
     need(actors.temperature > 0, f"actors.temperature ({actors.temperature}) must be > 0")
     need(actors.max_tokens >= 1, f"actors.max_tokens ({actors.max_tokens}) must be at least 1")
@@ -225,6 +229,11 @@ def check(cfg: Config) -> None:
         f"actors.max_tokens ({actors.max_tokens}): a trajectory holds the prompt and at least one action",
     )
     need(actors.kv_cache_gb > 0, f"actors.kv_cache_gb ({actors.kv_cache_gb}) must be > 0")
+    need(
+        actors.tensor_parallel_size == 1 or actors.num_gpus == actors.tensor_parallel_size,
+        f"actors.tensor_parallel_size ({actors.tensor_parallel_size}) > 1 needs as many GPUs per rollout actor: "
+        f"set actors.num_gpus = {actors.tensor_parallel_size} (it is {actors.num_gpus})",
+    )
     need(actors.engine_timeout_s > 0, f"actors.engine_timeout_s ({actors.engine_timeout_s}) must be > 0")
     need(learner.num_learners >= 1, f"learner.num_learners ({learner.num_learners}) must be at least 1")
     need(learner.zero_stage in (0, 1, 2, 3), f"learner.zero_stage ({learner.zero_stage}) must be 0, 1, 2 or 3")

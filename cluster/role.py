@@ -30,6 +30,9 @@ class RoleDied(RuntimeError):
 
 
 class Role:
+    """N actors of one class, rank i on bundle i of the role's placement group, or of `on`'s group when the
+    role is colocated with another; `shares[i]` is the part of the bundle's CPUs and GPUs actor i takes."""
+
     def __init__(
         self,
         name: str,
@@ -41,10 +44,14 @@ class Role:
         threads: int,
         timeout_s: float,
         kwargs_for_rank,
+        on: "Role | None" = None,
+        shares: list[float] | None = None,
     ):
         self.name, self.cls, self.timeout_s = name, cls, timeout_s
         self.cpus, self.gpus, self.kwargs_for_rank = cpus, gpus, kwargs_for_rank
-        self.group = reserve(name, {"CPU": cpus, "GPU": gpus}, count)
+        self.shares = shares or [1.0] * count
+        self.owns_group = on is None
+        self.group = reserve(name, {"CPU": cpus, "GPU": gpus}, count) if on is None else on.group
         self.env_vars = actor_env(threads, gpus)
         self.actors = [self._spawn(rank) for rank in range(count)]
 
@@ -54,8 +61,8 @@ class Role:
             .options(
                 name=f"{self.name}-{rank}",
                 namespace=NAMESPACE,
-                num_cpus=self.cpus,
-                num_gpus=self.gpus,
+                num_cpus=self.cpus * self.shares[rank],
+                num_gpus=self.gpus * self.shares[rank],
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=rank),
                 runtime_env={"env_vars": self.env_vars},
             )
@@ -87,7 +94,8 @@ class Role:
     def stop(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-        remove_placement_group(self.group)
+        if self.owns_group:
+            remove_placement_group(self.group)
 
 
 @dataclass
@@ -280,17 +288,8 @@ def launch(cfg: Config, model_dir: str):
             ),
         )
         started.append(rollout)
-        scorer = Role(
-            "scorer",
-            Scorer,
-            1,
-            cpus=lc.num_cpus,
-            gpus=lc.num_gpus,
-            threads=cores,
-            timeout_s=timeout,
-            kwargs_for_rank=lambda rank: dict(cfg=lc, model_dir=model_dir, temperature=a.temperature, seed=cfg.seed),
-        )
-        started.append(scorer)
+        # Colocated, the scorer takes half of learner rank 0's bundle: scoring and updating never overlap.
+        colocate = cfg.cluster.colocate_scorer
         learner = Role(
             "learner",
             Learner,
@@ -307,8 +306,22 @@ def launch(cfg: Config, model_dir: str):
                 world_size=lc.num_learners,
                 seed=cfg.seed,
             ),
+            shares=[0.5 if colocate else 1.0] + [1.0] * (lc.num_learners - 1),
         )
         started.append(learner)
+        scorer = Role(
+            "scorer",
+            Scorer,
+            1,
+            cpus=lc.num_cpus,
+            gpus=lc.num_gpus,
+            threads=cores,
+            timeout_s=timeout,
+            kwargs_for_rank=lambda rank: dict(cfg=lc, model_dir=model_dir, temperature=a.temperature, seed=cfg.seed),
+            on=learner if colocate else None,
+            shares=[0.5 if colocate else 1.0],
+        )
+        started.append(scorer)
         address = node_address(learner.group)
         port = learner.get(learner.actors[0].free_port.remote())
         learner.call("setup", address, port)

@@ -285,3 +285,22 @@ def test_sections_are_the_package_configs():
 def test_check_rejects_frozen_scorer_without_its_model():
     with pytest.raises(ConfigError, match="needs learner.scorer_policy"):
         check(replace(learner={"scorer": "frozen"}))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["actors.tensor_parallel_size=2"], r"actors\.tensor_parallel_size \(2\) > 1 needs .*actors\.num_gpus = 2"),
+        (["learner.max_staleness=-1"], r"learner\.max_staleness \(-1\) must be >= 0"),
+        (["learner.max_importance_ratio=0.5"], r"learner\.max_importance_ratio \(0\.5\) must be >= 1"),
+        (["actors.engine_timeout_s=0"], r"actors\.engine_timeout_s \(0\.0\) must be > 0"),
+    ],
+)
+def test_rollout_and_staleness_limits_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load(None, overrides)
+
+
+def test_tensor_parallel_engine_with_its_gpus_is_accepted():
+    cfg = load(None, ["actors.tensor_parallel_size=2", "actors.num_gpus=2", "cluster.colocate_scorer=true"])
+    assert cfg.actors.tensor_parallel_size == 2 and cfg.cluster.colocate_scorer

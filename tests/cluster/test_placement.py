@@ -39,3 +39,28 @@ def test_role_that_fits_gets_its_placement_group(local_ray):
         assert node_address(group, 1) == "127.0.0.1"
     finally:
         remove_placement_group(group)
+
+
+def test_colocated_role_takes_a_share_of_the_other_roles_first_bundle(local_ray):
+    from cluster.role import Role
+
+    class Where:  # defined here, so Ray ships it by value to workers that cannot import this test module
+        def where(self) -> tuple[str, dict]:
+            import ray
+
+            context = ray.get_runtime_context()
+            return context.get_placement_group_id(), context.get_assigned_resources()
+
+    ray = local_ray
+    learner = Role("learner", Where, 2, cpus=1.0, gpus=0.0, threads=1, timeout_s=60,
+                   kwargs_for_rank=lambda rank: {}, shares=[0.5, 1.0])  # fmt: skip
+    scorer = Role("scorer", Where, 1, cpus=1.0, gpus=0.0, threads=1, timeout_s=60,
+                  kwargs_for_rank=lambda rank: {}, on=learner, shares=[0.5])  # fmt: skip
+    try:
+        (learner_0, learner_1), (scorer_0,) = learner.call("where"), scorer.call("where")
+        assert scorer_0[0] == learner_0[0] == learner_1[0] == learner.group.id.hex()
+        assert learner_0[1]["CPU"] == scorer_0[1]["CPU"] == 0.5 and learner_1[1]["CPU"] == 1.0
+        assert ray.available_resources().get("CPU", 0.0) == 0.0  # 2 bundles of 1 CPU: nothing else reserved
+    finally:
+        scorer.stop()
+        learner.stop()
