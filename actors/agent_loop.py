@@ -49,7 +49,8 @@ async def run_agent(
 
     An exception from env.reset/env.step ends the trajectory with finish_reason "timeout" (EnvTimeout) or
     "error" (anything else), its message in `error`; the steps before it are kept and the failed step gets
-    reward 0. Exceptions from the engine propagate. `success` is the env's info["success"] on a "done" ending.
+    reward 0. Exceptions from the engine propagate. `success` is the env's info["success"] on a "done" ending;
+    info["role"] is the chat role an observation renders in ("user" unless the env says "tool").
     len(tokens) never exceeds max_trajectory_tokens, except for a first prompt that alone is longer: it is kept
     whole, and the trajectory ends "max_tokens" with 0 steps.
     """
@@ -87,7 +88,7 @@ async def run_agent(
             return _finish(trajectory, "done")
         if t + 1 == max_steps:
             break
-        observation_ids = conversation.add_observation(result.observation)
+        observation_ids = conversation.add_observation(result.observation, role=result.info.get("role", "user"))
         if len(trajectory.tokens) + len(observation_ids) > max_trajectory_tokens:
             return _finish(trajectory, "max_tokens")
         _append_context(trajectory, observation_ids)

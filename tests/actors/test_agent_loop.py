@@ -195,3 +195,17 @@ def test_success_is_the_final_steps_info_on_done_only(tokenizer):
     assert play(ScriptedEnv(rewards=[0.0, 1.0]), FakeEngine(tokenizer), tokenizer).success is False  # no key
     cut = play(Succeeds(rewards=[0.0] * 5), FakeEngine(tokenizer), tokenizer, max_steps=2)
     assert (cut.finish_reason, cut.success) == ("max_steps", False)
+
+
+def test_observation_renders_in_the_role_the_env_names(tokenizer):
+    class ToolEnv(ScriptedEnv):
+        def step(self, action: str) -> StepResult:
+            result = super().step(action)
+            return StepResult(result.observation, result.reward, result.done, {"role": "tool"})
+
+    trajectory = play(ToolEnv(rewards=[0.0, 1.0]), FakeEngine(tokenizer), tokenizer)
+    env = ToolEnv(rewards=[0.0, 1.0])
+    messages = [{"role": "user", "content": env.reset(TASK)}, {"role": "assistant", "content": "red"}]
+    messages += [{"role": "tool", "content": env.observation}, {"role": "assistant", "content": "red"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert trajectory.tokens == tokenizer.encode(text.removesuffix("\n"), add_special_tokens=False)
