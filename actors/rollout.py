@@ -49,7 +49,9 @@ class RolloutActor:
         self.actors, self.env, self.sink, self.seed = actors, env, sink, seed
         self._broadcast_group = None
         self.policy_version = 0  # of the weights the engine serves
-        self.envs = EnvPool(step_timeout_s=env.step_timeout_s, reset_timeout_s=env.reset_timeout_s)
+        self.envs = EnvPool(
+            step_timeout_s=env.step_timeout_s, reset_timeout_s=env.reset_timeout_s, max_processes=env.max_env_processes
+        )
         self._receive_buffers: list = []  # reused by every broadcast: no fresh pages to fault in
 
     async def collect(self, work: list[Work]) -> int:

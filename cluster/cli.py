@@ -10,6 +10,7 @@ Ray cluster (dashboard on http://127.0.0.1:8265). Under `ray job submit` it join
 
 import argparse
 import os
+import socket
 import sys
 import time
 import traceback
@@ -81,7 +82,11 @@ def run_train(cfg: Config, run_dir: str | None, resume: bool = False) -> int:
 
     from cluster.train import train
 
-    _connect(cfg, ray)
+    try:
+        _connect(cfg, ray)
+    except ConfigError as error:
+        print(f"freelunch: {error}", file=sys.stderr)
+        return 2
     print(f"freelunch: run directory {run_dir}", flush=True)
     try:
         train(cfg, run_dir, model_dir, resume=resume)
@@ -101,6 +106,15 @@ def _connect(cfg: Config, ray) -> None:
     if c.address or os.environ.get("RAY_ADDRESS"):  # an existing cluster, e.g. under `ray job submit`
         ray.init(address=c.address or None, namespace="freelunch", log_to_driver=True)
         return
+    for key, port in (
+        ("cluster.dashboard_port", c.dashboard_port),
+        ("cluster.metrics_export_port", c.metrics_export_port),
+    ):
+        if not _free(port):
+            raise ConfigError(
+                f"{key} {port} is taken on 127.0.0.1 (another Ray cluster or run?): choose another port "
+                f"({key}=...), or join that cluster with cluster.address=auto"
+            )
     cpus = c.num_cpus or max(os.cpu_count() or 1, _cpus_needed(cfg))
     ray.init(
         num_cpus=cpus,
@@ -112,6 +126,15 @@ def _connect(cfg: Config, ray) -> None:
         namespace="freelunch",
     )
     print(f"freelunch: Ray dashboard on http://127.0.0.1:{c.dashboard_port}", flush=True)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _cpus_needed(cfg: Config) -> int:

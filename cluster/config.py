@@ -217,6 +217,7 @@ def check(cfg: Config) -> None:
     need(cfg.num_iterations >= 1, f"num_iterations ({cfg.num_iterations}) must be at least 1")
     need(env.name in envs.available(), f"env.name ({env.name!r}) must be one of {', '.join(envs.available())}")
     need(env.max_steps >= 1, f"env.max_steps ({env.max_steps}) must be at least 1")
+    need(env.max_env_processes >= 1, f"env.max_env_processes ({env.max_env_processes}) must be at least 1")
     for key, value in [("env.step_timeout_s", env.step_timeout_s), ("env.reset_timeout_s", env.reset_timeout_s)]:
         need(value > 0, f"{key} ({value}) must be > 0: every env call is bounded")
     need(actors.tensor_parallel_size >= 1, f"actors.tensor_parallel_size ({actors.tensor_parallel_size}) must be >= 1")

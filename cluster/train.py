@@ -139,6 +139,7 @@ def batch_metrics(batch: bytes, times: dict[str, float], learner_version: int, m
     trajectory_pa = np.array([p.mean() if len(p) else 0.0 for p in progress])
     return {
         "rollout/outcome_mean": float(outcome.mean()),
+        "rollout/success_rate": float(table.column("success").to_numpy(zero_copy_only=False).mean()),
         "rollout/num_trajectories": table.num_rows,
         "rollout/steps_mean": float(table.column("num_steps").to_numpy().mean()),
         "rollout/action_tokens": action_tokens,

@@ -17,3 +17,6 @@ class EnvConfig:
     reset_timeout_s: float = 120.0
     """Seconds building and resetting the env for a trajectory may take (real suites start a JVM or
     generate a game there), with the same consequence as step_timeout_s."""
+    max_env_processes: int = 64
+    """Env processes per rollout actor (one per trajectory in play); more trajectories wait for a free one.
+    Each real suite's process holds a JVM or a game interpreter, so this bounds an actor's memory."""

@@ -181,12 +181,15 @@ class EnvProcess:
 class EnvPool:
     """Live env processes for one rollout actor: one per trajectory in play, broken ones replaced.
 
-    The pool grows on demand to the number of trajectories played at once and keeps the processes between
-    them. `restarts` counts the processes thrown away after a failure (each replaced by a fresh one on demand).
+    The pool grows on demand to the number of trajectories played at once, at most `max_processes` (further
+    trajectories wait for a free one: suites that start a JVM per process should not start hundreds), and
+    keeps the processes between them. `restarts` counts the processes thrown away after a failure (each
+    replaced by a fresh one on demand).
     """
 
-    def __init__(self, *, step_timeout_s: float = 30.0, reset_timeout_s: float = 120.0):
+    def __init__(self, *, step_timeout_s: float = 30.0, reset_timeout_s: float = 120.0, max_processes: int = 64):
         self.step_timeout_s, self.reset_timeout_s = step_timeout_s, reset_timeout_s
+        self._slots = asyncio.Semaphore(max_processes)
         self.restarts = 0
         self._idle: list[EnvProcess] = []
         self._open: set[EnvProcess] = set()  # every child started and not closed yet, idle or lent
@@ -194,11 +197,12 @@ class EnvPool:
     @asynccontextmanager
     async def env(self) -> AsyncIterator[EnvProcess]:
         """An EnvProcess for one trajectory, taken back (or replaced, if broken) when the block exits."""
-        process = await self.acquire()
-        try:
-            yield process
-        finally:
-            await self.release(process)
+        async with self._slots:
+            process = await self.acquire()
+            try:
+                yield process
+            finally:
+                await self.release(process)
 
     async def acquire(self) -> EnvProcess:
         while self._idle:

@@ -25,6 +25,13 @@ METRIC_KEYS = [
     "iteration",
     "policy_version",
     "rollout/outcome_mean",
+    "rollout/success_rate",
+    "rollout/staleness_mean",
+    "rollout/staleness_0",
+    "rollout/staleness_1",
+    "system/buffer_depth",
+    "system/restarts_rollout",
+    "system/restarts_env",
     "rollout/num_trajectories",
     "rollout/tokens_per_s",
     "score/progress_adv_mean",
@@ -53,6 +60,7 @@ COLUMNS = {
     "outcome": pa.float32(),
     "num_steps": pa.int16(),
     "finish_reason": pa.string(),
+    "success": pa.bool_(),
 }
 BIN = Path(sys.executable).parent  # the venv's ray and freelunch scripts
 ENV = {
@@ -157,6 +165,8 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
                 address,
                 "--working-dir",
                 str(REPO),
+                "--runtime-env-json",
+                json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}),
                 "--",
                 "freelunch",
                 "train",
@@ -185,6 +195,14 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
             timeout=60,
         ).stdout
         assert status == "SUCCEEDED", logs[-3000:]
+        described = subprocess.run(
+            [ray, "job", "status", "--address", address, "freelunch-smoke"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "succeeded" in (described.stdout + described.stderr).lower()
         assert "iteration 2/2 | outcome" in logs  # the job's logs show the progress lines
         assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
         assert exported, "the run's metrics never reached Ray's Prometheus endpoint"

@@ -42,3 +42,15 @@ def test_help_exits_cleanly(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 0
+
+
+def test_a_taken_dashboard_port_is_named_before_ray_starts(capsys, tiny_model_dir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["train", "learner.model=tiny-random", f"cluster.dashboard_port={port}"])
+    assert code == 2
+    assert f"cluster.dashboard_port {port} is taken on 127.0.0.1" in capsys.readouterr().err

@@ -214,3 +214,25 @@ asyncio.run(main())
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(child)
+
+
+def test_pool_starts_at_most_max_processes_and_the_rest_wait():
+    async def run():
+        pool = EnvPool(max_processes=2)
+        in_play, most = 0, 0
+
+        async def trajectory():
+            nonlocal in_play, most
+            async with pool.env() as env:
+                in_play += 1
+                most = max(most, in_play)
+                env.make("corridor", 0, {})
+                await asyncio.sleep(0.05)
+                in_play -= 1
+
+        await asyncio.gather(*(trajectory() for _ in range(5)))
+        started = len(pool.pids())
+        await pool.close()
+        return most, started
+
+    assert asyncio.run(run()) == (2, 2)
