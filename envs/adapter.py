@@ -5,6 +5,7 @@ the `Env` protocol: the reward of a step is the increase of the suite's normalis
 outcome (the sum of its rewards) is its final score in [0, 1].
 """
 
+import atexit
 import importlib
 import re
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 from types import ModuleType
 
 JAVA_MAJOR = 17
+LISTED, ASK = "Valid actions: ", ". Answer with one of them."  # how observations list the valid actions
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -45,22 +47,52 @@ def check_java_version(suite: str) -> None:
         raise RuntimeError(f"{suite} needs Java {JAVA_MAJOR} or newer; `java -version` says: {text.strip()[:200]}")
 
 
-def match_action(action: str, valid_actions: list[str]) -> str:
-    """The policy's action as the suite should read it: a valid action if it names exactly one, else its text.
+def keep_for_process(jvm_env):
+    """Keep a suite's JVM-owning env object for the life of the process and close it cleanly at exit.
 
-    Lenient on the wrapping a small model adds: the first non-empty line, case, quotes, a trailing period.
+    The suites' env classes shut their JVM down in __del__, which at interpreter exit runs after logging is
+    torn down and prints a traceback; closing it from atexit first, and making the later call a no-op, does not.
+    """
+
+    def close() -> None:
+        jvm_env.close()
+        jvm_env.close = lambda: None
+
+    atexit.register(close)
+    return jvm_env
+
+
+def match_action(action: str, valid_actions: list[str]) -> str:
+    """The policy's action as the suite should read it: the valid action it names, else its first line.
+
+    Lenient with what a small model wraps an action in: case, quotes and a trailing period are ignored, and a
+    sentence that names valid actions ("I will move east.") counts as the first one it names (the longest at
+    that place: "look around" over "look"), as the corridor reads a door.
     """
     line = next((part.strip() for part in action.splitlines() if part.strip()), "")
     text = line.strip("`'\"").rstrip(".!").strip()
     by_lower = {valid.lower(): valid for valid in valid_actions}
-    return by_lower.get(text.lower(), text)
+    if text.lower() in by_lower:
+        return by_lower[text.lower()]
+    named = [
+        (match.start(), -len(valid), valid)
+        for valid in valid_actions
+        if (match := re.search(rf"\b{re.escape(valid.lower())}\b", action.lower()))
+    ]
+    return min(named)[2] if named else text
 
 
 def with_actions(text: str, valid_actions: list[str], list_actions: bool) -> str:
     """The observation, followed by the valid actions when the adapter lists them."""
     if not list_actions or not valid_actions:
         return text.strip()
-    return f"{text.strip()}\nValid actions: {', '.join(valid_actions)}."
+    return f"{text.strip()}\n{LISTED}{', '.join(valid_actions)}{ASK}"
+
+
+def listed_actions(observation: str) -> list[str]:
+    """The valid actions `with_actions` listed in an observation ([] if none), for scripted policies."""
+    _, listed, rest = observation.rpartition(LISTED)
+    return rest.removesuffix(ASK).split(", ") if listed and rest.endswith(ASK) else []
 
 
 class Progress:

@@ -9,7 +9,15 @@ variations, eval = its dev variations. Reward = increase of the suite's score in
 
 import functools
 
-from envs.adapter import Progress, check_java_version, match_action, require, require_java, with_actions
+from envs.adapter import (
+    Progress,
+    check_java_version,
+    keep_for_process,
+    match_action,
+    require,
+    require_java,
+    with_actions,
+)
 from envs.base import StepResult, Task
 
 # The suite's 30 task names (scienceworld 1.2.3, constants.ID2TASK), in its order.
@@ -40,9 +48,9 @@ def _jvm():
     """The process's one ScienceWorld JVM, started on first use."""
     check_java_version("ScienceWorld")
     scienceworld = require("scienceworld", "scienceworld")
-    # The suite's env class launches the JVM and shuts it down when collected: the cache keeps it alive for the
+    # The suite's env class launches the JVM and shuts it down when collected: the cache keeps it for the
     # process, and every adapter instance creates its own simulator object through its gateway.
-    return scienceworld.ScienceWorldEnv(envStepLimit=10**9)
+    return keep_for_process(scienceworld.ScienceWorldEnv(envStepLimit=10**9))
 
 
 @functools.cache

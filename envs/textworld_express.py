@@ -8,7 +8,15 @@ train = the `train` seeds, eval = the `dev` seeds. Reward = increase of the suit
 import functools
 import json
 
-from envs.adapter import Progress, check_java_version, match_action, require, require_java, with_actions
+from envs.adapter import (
+    Progress,
+    check_java_version,
+    keep_for_process,
+    match_action,
+    require,
+    require_java,
+    with_actions,
+)
 from envs.base import StepResult, Task
 
 GAMES = ("coin", "cookingworld", "twc", "mapreader", "arithmetic", "sorting", "simonsays", "peckingorder")
@@ -30,9 +38,9 @@ def _jvm():
     """The process's one TextWorldExpress JVM, started on first use (~0.4 s)."""
     check_java_version("TextWorldExpress")
     twx = require("textworld_express", "textworld_express")
-    # The suite's env class launches the JVM and shuts it down when collected: the cache keeps it alive for the
+    # The suite's env class launches the JVM and shuts it down when collected: the cache keeps it for the
     # process, and every adapter instance creates its own game object through its gateway.
-    return twx.TextWorldExpressEnv(envStepLimit=10**9)
+    return keep_for_process(twx.TextWorldExpressEnv(envStepLimit=10**9))
 
 
 @functools.cache

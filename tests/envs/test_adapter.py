@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from envs import SUITES, available, make_env
-from envs.adapter import Progress, match_action, with_actions
+from envs.adapter import Progress, listed_actions, match_action, with_actions
 
 
 def test_every_suite_game_is_an_available_name():
@@ -40,8 +40,12 @@ def test_match_action_reads_a_valid_action_through_a_small_models_wrapping():
     valid = ["move north", "take coin"]
     assert match_action('  "Take coin."\nbecause it is there', valid) == "take coin"
     assert match_action("\n`move NORTH`", valid) == "move north"
-    assert match_action("dance wildly", valid) == "dance wildly"
-    assert with_actions("You see a coin. ", valid, True) == "You see a coin.\nValid actions: move north, take coin."
+    assert match_action("dance wildly\nthen sleep", valid) == "dance wildly"
+    assert match_action("I will take coin, then move north.", valid) == "take coin"
+    assert match_action("Let me look around first", ["look", "look around", "go west"]) == "look around"
+    assert match_action("take coins", valid) == "take coins"  # whole words only
+    text = "You see a coin.\nValid actions: move north, take coin. Answer with one of them."
+    assert with_actions("You see a coin. ", valid, True) == text and listed_actions(text) == valid
     assert with_actions("You see a coin. ", valid, False) == "You see a coin."
 
 

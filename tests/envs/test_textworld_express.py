@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("textworld_express")
 
 from envs import make_env  # noqa: E402
+from envs.adapter import listed_actions  # noqa: E402
 from envs.textworld_express import _jvm  # noqa: E402
 
 
@@ -52,8 +53,7 @@ def _play(seed: int) -> list[str]:
     observations = [env.reset(env.tasks("train")[3])]
     luck = random.Random(0)
     while True:
-        valid = observations[-1].rsplit("Valid actions: ", 1)[1].rstrip(".").split(", ")
-        result = env.step(luck.choice(valid))
+        result = env.step(luck.choice(listed_actions(observations[-1])))
         observations.append(result.observation)
         if result.done:
             return observations
