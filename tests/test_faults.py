@@ -60,7 +60,7 @@ def _wait_for_iterations(run_dir: Path, n: int, thread: threading.Thread, timeou
 def test_killed_and_stuck_rollout_actors_are_replaced_and_the_run_finishes(local_ray, tmp_path):
     ray = local_ray
     run_dir = tmp_path / "run"
-    overrides = ["num_iterations=5", "actors.num_rollout_actors=2", "actors.engine_timeout_s=5"]
+    overrides = ["num_iterations=5", "actors.num_rollout_actors=2", "actors.engine_timeout_s=15"]
     thread, outcome = _start(overrides, run_dir)
 
     _wait_for_iterations(run_dir, 1, thread)
