@@ -17,8 +17,14 @@ UNPICKLING_CHECKPOINT_READERS = {"learner/learner.py": 1, "learner/scorer.py": 1
 
 
 def _project_files() -> list[Path]:
+    """Every .py file of the repository, outside the virtualenv, git's folder, run directories and builds."""
     skip = {".venv", ".git", "runs", "build", "freelunch.egg-info"}
-    return sorted(p for p in REPO.rglob("*.py") if not skip & set(p.relative_to(REPO).parts))
+    files = []
+    for top in REPO.iterdir():
+        if top.name in skip:
+            continue
+        files += top.rglob("*.py") if top.is_dir() else [top] if top.suffix == ".py" else []
+    return sorted(files)
 
 
 def _keyword(call: ast.Call, name: str) -> ast.expr | None:
