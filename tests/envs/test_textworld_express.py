@@ -91,3 +91,9 @@ def test_bad_game_params_name_the_game():
     env = make_env("textworld_express/coin", game_params="numLocations=banana")  # the suite accepts, then fails
     with pytest.raises(ValueError, match=r"textworld_express/coin \(numLocations=banana\): .*not initialized"):
         env.reset(env.tasks("train")[0])
+
+
+def test_without_java_on_path_the_error_says_java_17_is_needed(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="TextWorldExpress runs in a JVM and needs Java 17"):
+        make_env("textworld_express/coin")
