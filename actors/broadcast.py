@@ -5,6 +5,7 @@ The group is its own TCPStore + ProcessGroup, separate from the learner's DeepSp
 learner keeps its default group and rollout actors need no default group at all.
 """
 
+import socket
 from datetime import timedelta
 
 import torch
@@ -14,11 +15,30 @@ import torch.distributed as dist
 BucketSpec = list[tuple[str, tuple[int, ...], str]]
 
 
+def tcp_store(address: str, port: int, world_size: int, is_master: bool, timeout_s: float) -> dist.TCPStore:
+    """A rendezvous store whose master listens on `address` only. torch's own would listen on every
+    interface; on the embedded cluster the address is 127.0.0.1, so nothing is reachable from outside."""
+    listen_fd = None
+    if is_master:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen()
+        listen_fd = sock.detach()  # the store owns the descriptor from here on
+    return dist.TCPStore(
+        address,
+        port,
+        world_size,
+        is_master=is_master,
+        timeout=timedelta(seconds=timeout_s),
+        wait_for_workers=False,
+        master_listen_fd=listen_fd,
+    )
+
+
 def weight_sync_group(address: str, port: int, rank: int, world_size: int, timeout_s: float = 300.0):
     """A process group of learner rank 0 (rank 0 here) and every rollout actor; all must call it concurrently."""
-    store = dist.TCPStore(
-        address, port, world_size, is_master=rank == 0, timeout=timedelta(seconds=timeout_s), wait_for_workers=False
-    )
+    store = tcp_store(address, port, world_size, rank == 0, timeout_s)
     prefix = dist.PrefixStore("freelunch-broadcast", store)
     group = dist.ProcessGroupGloo(prefix, rank, world_size, timedelta(seconds=timeout_s))
     return store, group

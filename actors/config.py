@@ -29,5 +29,8 @@ class ActorConfig:
     """CPUs reserved for each rollout actor."""
     num_gpus: float = 0.0
     """GPUs reserved for each rollout actor (0 on CPU machines); tensor_parallel_size of them when > 1."""
+    enforce_eager: bool = True
+    """Run the engine's model eagerly. False lets vLLM compile it (and capture CUDA graphs on GPU): faster
+    steps after a compile of a minute or more at start-up; eager starts at once, which suits short runs."""
     tensor_parallel_size: int = 1
     """GPUs one engine shards its model over (vLLM tensor parallelism, its workers in processes of their own)."""

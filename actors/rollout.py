@@ -44,6 +44,7 @@ class RolloutActor:
             max_model_len=actors.max_trajectory_tokens,
             kv_cache_gb=actors.kv_cache_gb,
             tensor_parallel_size=actors.tensor_parallel_size,
+            enforce_eager=actors.enforce_eager,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.actors, self.env, self.sink, self.seed = actors, env, sink, seed

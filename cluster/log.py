@@ -54,6 +54,8 @@ class MetricsLog:
     def close(self) -> None:
         import ray
 
+        # Ray exports gauges every few seconds: give the last iteration's values one export before stopping.
+        time.sleep(EXPORT_S)
         ray.kill(self._exporter)
 
 
@@ -93,8 +95,10 @@ class MetricsExporter:
 
 
 # Which role measured a metric, by its phase (the key's prefix); iteration and policy_version are the driver's.
-ROLE_OF_PHASE = {"rollout": "rollout", "score": "scorer", "loss": "learner", "broadcast": "learner", "time": "driver",
-                 "system": "cluster"}  # fmt: skip
+ROLE_OF_PHASE = {"rollout": "rollout", "score": "scorer", "loss": "learner", "time": "driver", "system": "cluster"}
+
+
+EXPORT_S = 6.0  # longer than Ray's metrics report interval (5 s)
 
 
 def gauge_name(key: str) -> str:

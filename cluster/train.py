@@ -58,7 +58,7 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
                     **score_metrics,
                     **advantage_metrics,
                     **update_metrics,
-                    "broadcast/bytes": sent,
+                    "system/broadcast_bytes": sent,
                     **times,
                 }
             )

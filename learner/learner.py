@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from actors.broadcast import weight_sync_group
+from actors.broadcast import tcp_store, weight_sync_group
 from actors.trajectory import from_ipc, ragged
 from learner.broadcast import plan_buckets, send
 from learner.config import LearnerConfig
@@ -207,7 +207,8 @@ def init_distributed(rank: int, world_size: int, address: str, port: int) -> Non
         MASTER_ADDR=address, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0"
     )
     if not dist.is_initialized():
-        dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size)
+        store = tcp_store(address, port, world_size, rank == 0, timeout_s=600.0)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
     deepspeed.init_distributed(dist_backend=backend)
 
 

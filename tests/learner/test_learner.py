@@ -1,6 +1,7 @@
 """Learner and Scorer in-process (DeepSpeed ZeRO-2, a gloo world of one) on the tiny model."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +229,17 @@ def test_lagged_scorer_uses_the_policy_of_lag_versions_ago(tiny_model_dir, tmp_p
     # after version 2 with a lag of 1 the numerator is version 1
     for name, p in versions[0].named_parameters():
         assert torch.equal(dict(scorer.numerator.named_parameters())[name], p), name
+
+
+def test_rendezvous_store_listens_on_its_address_only():
+    from actors.broadcast import tcp_store
+    from learner.learner import free_port
+
+    port = free_port()
+    store = tcp_store("127.0.0.1", port, 1, is_master=True, timeout_s=10)
+    store.set("k", "v")
+    # /proc/net/tcp: "local_address" is hex ip:port; state 0A is LISTEN
+    listening = [
+        line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:] if line.split()[3] == "0A"
+    ]
+    assert [address for address in listening if address.endswith(f":{port:04X}")] == [f"0100007F:{port:04X}"]
