@@ -69,7 +69,7 @@ class RolloutActor:
     async def _play(self, item: Work) -> int:
         policy_version = self.policy_version  # a broadcast during the trajectory makes it newer, never staler
         async with self.envs.env() as env:
-            env.make(self.env.name, item.env_seed, {"max_steps": self.env.max_steps, "num_tasks": self.env.num_tasks})
+            env.make(self.env.name, item.env_seed, self.env.make_env_kwargs())
             trajectory = await run_agent(
                 env,
                 item.task,

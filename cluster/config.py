@@ -6,6 +6,7 @@ loading that text gives back an equal Config. Derived values are functions (`tas
 """
 
 import dataclasses
+import re
 import tomllib
 import typing
 from collections.abc import Sequence
@@ -140,6 +141,9 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
                 first = dataclasses.fields(tp)[0].name
                 raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.{first}=VALUE{where}")
             node, cls = node.setdefault(name, {}), tp
+        elif typing.get_origin(tp) is dict and i == len(path) - 2:  # one option of a table of options
+            node.setdefault(name, {})[path[-1]] = _parse_option(text)
+            return
         elif not last:
             raise ConfigError(f"unknown key {key}: {prefix + name} is a {_type_name(tp)}, not a section{where}")
         else:
@@ -163,6 +167,14 @@ def _parse(tp: Any, text: str) -> Any:
     return text  # str and Literal fields take the text as is
 
 
+def _parse_option(text: str) -> str | int | float | bool:
+    """An option's override text read as a TOML value (3, 0.5, true, "x"), else as the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 # --- types ---
 
 
@@ -176,6 +188,10 @@ def _is_a(tp: Any, value: Any) -> bool:
     an int is a float."""
     if typing.get_origin(tp) is Literal:
         return any(type(value) is type(c) and value == c for c in typing.get_args(tp))
+    if typing.get_origin(tp) is dict:  # a table of options: plain values only
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()
+        )
     if isinstance(value, bool):
         return tp is bool
     if tp is float:
@@ -188,6 +204,8 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
     if tp is bool:
         return "bool (true or false)"
+    if typing.get_origin(tp) is dict:
+        return "a table of option = string, number or bool"
     return tp.__name__
 
 
@@ -331,6 +349,10 @@ def dump(cfg: Config) -> str:
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -338,6 +360,8 @@ def _toml_value(value: Any) -> str:
         return int.__repr__(value)
     if isinstance(value, float):
         return float.__repr__(value)  # shortest text that parses back to the same float; inf/nan are TOML too
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
         chars = (_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in value)
         return '"' + "".join(chars) + '"'

@@ -96,7 +96,7 @@ def plan(args: argparse.Namespace) -> tuple[Config, list[Work]]:
         raise ValueError(f"--group-size must be at least 1, got {args.group_size}")
     cfg = load(None, [*args.overrides, f"env.name={args.env}"])
     env = cfg.env
-    tasks = make_env(env.name, seed=cfg.seed, num_tasks=env.num_tasks, max_steps=env.max_steps).tasks(args.split)
+    tasks = make_env(env.name, seed=cfg.seed, **env.make_env_kwargs()).tasks(args.split)
     num_tasks = len(tasks) if args.num_tasks is None else args.num_tasks
     if not 1 <= num_tasks <= len(tasks):
         raise ValueError(

@@ -91,9 +91,7 @@ def restore(roles, run_dir: Path, log: MetricsLog) -> tuple[int, int]:
 
 def schedule(cfg: Config, iteration: int) -> list[Work]:
     """The iteration's trajectories: group_size per task, tasks cycling through a seeded order of the train split."""
-    tasks = make_env(cfg.env.name, seed=cfg.seed, num_tasks=cfg.env.num_tasks, max_steps=cfg.env.max_steps).tasks(
-        "train"
-    )
+    tasks = make_env(cfg.env.name, seed=cfg.seed, **cfg.env.make_env_kwargs()).tasks("train")
     random.Random(cfg.seed).shuffle(tasks)
     k = tasks_per_iteration(cfg)
     work = []

@@ -1,6 +1,6 @@
 """EnvConfig: which environment the rollout actors play."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -20,3 +20,10 @@ class EnvConfig:
     max_env_processes: int = 64
     """Env processes per rollout actor (one per trajectory in play); more trajectories wait for a free one.
     Each real suite's process holds a JVM or a game interpreter, so this bounds an actor's memory."""
+    options: dict[str, str | int | float | bool] = field(default_factory=dict)
+    """Options of the env beyond these fields, passed to its constructor: e.g. `[env.options]` with
+    `game_params = "numLocations=3"` for a TextWorldExpress game (envs/README.md lists each env's)."""
+
+    def make_env_kwargs(self) -> dict:
+        """Keyword arguments of envs.make_env for this config (besides name and seed)."""
+        return {"max_steps": self.max_steps, "num_tasks": self.num_tasks, **self.options}

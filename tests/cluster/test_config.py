@@ -304,3 +304,18 @@ def test_rollout_and_staleness_limits_are_checked(overrides, message):
 def test_tensor_parallel_engine_with_its_gpus_is_accepted():
     cfg = load(None, ["actors.tensor_parallel_size=2", "actors.num_gpus=2", "cluster.colocate_scorer=true"])
     assert cfg.actors.tensor_parallel_size == 2 and cfg.cluster.colocate_scorer
+
+
+def test_env_options_come_from_the_file_and_overrides_and_dump_back(tmp_path):
+    path = write(tmp_path, '[env]\nname = "textworld_express/coin"\n[env.options]\ngame_params = "numLocations=3"\n')
+    cfg = load(path, ["env.options.list_actions=false", "env.options.latency_s=0.5", "env.options.label=a b"])
+    assert cfg.env.options == {"game_params": "numLocations=3", "list_actions": False, "latency_s": 0.5, "label": "a b"}
+    assert cfg.env.make_env_kwargs() == {"max_steps": 4, "num_tasks": 512, **cfg.env.options}
+    assert load(write(tmp_path, dump(cfg))) == cfg
+
+
+def test_env_options_must_be_a_table_of_plain_values(tmp_path):
+    with pytest.raises(ConfigError, match=r"env\.options: expected a table of option"):
+        load(None, ["env.options=3"])
+    with pytest.raises(ConfigError, match=r"env\.options: expected a table of option"):
+        load(write(tmp_path, "[env.options]\nnested = {a = 1}\n"))
