@@ -7,7 +7,8 @@
 Arms: `grpo` is outcome-only GRPO: `learner.scorer=none` (the scorer computes only the reference
 log-probs for the KL term; the progress advantage is exactly 0, no PRM is built or trained) and
 `learner.progress_coef=0`. `pa` is the default run: the implicit-PRM scorer, progress_coef 0.5.
-Both arms of a seed share the task order, the sampling seeds and the initial policy.
+Both arms of a seed share the task order and the initial policy; with asynchronous rollouts (the default
+max_staleness 1) sampling is not reproducible, so they share no trajectories.
 
 Each (arm, seed) is one `python -m cluster.cli train` subprocess, run one after the other, with cwd and
 PYTHONPATH set to --repo (default: the repository holding this file), so a clone pinned to a commit can
@@ -60,7 +61,8 @@ ray.shutdown()
 
 @dataclass
 class Curve:
-    """One run, per iteration: trajectories so far, success rate, outcome mean; and its wall time."""
+    """One run, per iteration: trajectories so far, success rate, outcome mean; its wall time and median
+    iteration time (less sensitive to other jobs on the machine than the wall time, and without start-up)."""
 
     arm: str
     seed: int
@@ -68,6 +70,7 @@ class Curve:
     success: np.ndarray
     outcome: np.ndarray
     wall_s: float
+    iteration_s: float
 
 
 # --- running ---
@@ -134,7 +137,8 @@ def train(repo: Path, run_dir: Path, overrides: list[str]) -> float:
 
 
 def read_run(run_dir: Path, arm: str, seed: int) -> Curve:
-    """Per-iteration success rate and outcome mean from trajectories/*.parquet; wall time from benchmark.json."""
+    """Per-iteration success rate and outcome mean from trajectories/*.parquet; times from benchmark.json and
+    metrics.jsonl."""
     files = sorted((run_dir / "trajectories").glob("iteration_*.parquet"))
     if not files:
         raise SystemExit(f"{run_dir}: no trajectories/iteration_*.parquet; expected a finished freelunch run")
@@ -148,7 +152,9 @@ def read_run(run_dir: Path, arm: str, seed: int) -> Curve:
         outcome.append(float(np.mean(o)))
     bench = run_dir / "benchmark.json"
     wall = json.loads(bench.read_text())["wall_s"] if bench.exists() else float("nan")
-    return Curve(arm, seed, np.cumsum(counts), np.array(success), np.array(outcome), wall)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    iteration = float(np.median([m["time/iteration"] for m in metrics]))
+    return Curve(arm, seed, np.cumsum(counts), np.array(success), np.array(outcome), wall, iteration)
 
 
 # --- algorithm ---
@@ -166,36 +172,67 @@ def shown(n: int, reached: bool) -> str:
     return str(n) if reached else f">{n}"
 
 
+def row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def report(curves: list[Curve], bar: float, window: int) -> None:
     """Markdown tables: per run, then per seed the ratio pa/grpo, then per arm."""
     print(f"\nbar: success rate >= {bar} averaged over {window} consecutive iterations\n")
-    print("| arm | seed | success rate per iteration | outcome mean per iteration | trajectories to bar | wall s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        row(
+            "arm",
+            "seed",
+            "success rate per iteration",
+            "outcome mean per iteration",
+            "trajectories to bar",
+            "wall s",
+            "s/iteration",
+        )
+    )
+    print(row(*["---"] * 7))
     hits = {}
     for c in curves:
         hits[c.arm, c.seed] = trajectories_to_bar(c, bar, window)
         rates = " ".join(f"{s:.2f}" for s in c.success)
         outcomes = " ".join(f"{o:.2f}" for o in c.outcome)
-        print(f"| {c.arm} | {c.seed} | {rates} | {outcomes} | {shown(*hits[c.arm, c.seed])} | {c.wall_s:.0f} |")
+        hit = shown(*hits[c.arm, c.seed])
+        print(row(c.arm, c.seed, rates, outcomes, hit, f"{c.wall_s:.0f}", f"{c.iteration_s:.0f}"))
     seeds = sorted({c.seed for c in curves if ("grpo", c.seed) in hits and ("pa", c.seed) in hits})
     if seeds:
-        print("\n| seed | grpo | pa | pa / grpo |\n|---|---|---|---|")
+        print("\n" + row("seed", "grpo", "pa", "pa / grpo") + "\n" + row(*["---"] * 4))
         for seed in seeds:
             (g, g_ok), (p, p_ok) = hits["grpo", seed], hits["pa", seed]
             censored = "" if g_ok and p_ok else " (censored)"
-            print(f"| {seed} | {shown(g, g_ok)} | {shown(p, p_ok)} | {p / g:.2f}{censored} |")
+            print(row(seed, shown(g, g_ok), shown(p, p_ok), f"{p / g:.2f}{censored}"))
         mean_g = np.mean([hits["grpo", s][0] for s in seeds])
         mean_p = np.mean([hits["pa", s][0] for s in seeds])
-        print(f"| mean | {mean_g:.1f} | {mean_p:.1f} | **{mean_p / mean_g:.2f}** |")
-    print("\n| arm | runs | reached the bar | wall s per run (mean) | final success (mean) | final outcome (mean) |")
-    print("|---|---|---|---|---|---|")
+        print(row("mean", f"{mean_g:.1f}", f"{mean_p:.1f}", f"**{mean_p / mean_g:.2f}**"))
+    print(
+        "\n"
+        + row(
+            "arm", "runs", "reached the bar", "wall s (mean)", "s/iteration (median)", "final success", "final outcome"
+        )
+    )
+    print(row(*["---"] * 7))
     for arm in dict.fromkeys(c.arm for c in curves):
         mine = [c for c in curves if c.arm == arm]
         reached = sum(hits[c.arm, c.seed][1] for c in mine)
         wall = np.mean([c.wall_s for c in mine])
+        iteration = np.median([c.iteration_s for c in mine])
         final_s = np.mean([c.success[-1] for c in mine])
         final_o = np.mean([c.outcome[-1] for c in mine])
-        print(f"| {arm} | {len(mine)} | {reached}/{len(mine)} | {wall:.0f} | {final_s:.3f} | {final_o:.3f} |")
+        print(
+            row(
+                arm,
+                len(mine),
+                f"{reached}/{len(mine)}",
+                f"{wall:.0f}",
+                f"{iteration:.0f}",
+                f"{final_s:.3f}",
+                f"{final_o:.3f}",
+            )
+        )
 
 
 def plot(curves: list[Curve], path: Path, title: str, bar: float) -> None:
