@@ -98,8 +98,8 @@ def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
     for metrics in lines:
         assert set(METRIC_KEYS) <= set(metrics)
         assert math.isfinite(metrics["loss/policy"]) and math.isfinite(metrics["loss/kl"])
-        # fp32 engine and learner: the first update after a broadcast is exactly on-policy
-        assert abs(metrics["loss/ratio_mean"] - 1.0) < 1e-4
+    # fp32 engine and learner: the first batch is sampled by the very weights that score it
+    assert abs(lines[0]["loss/ratio_mean"] - 1.0) < 1e-4
 
     from actors.trajectory import read_parquet
 
@@ -108,7 +108,8 @@ def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
         assert table.num_rows == 8
         for name, dtype in COLUMNS.items():
             assert table.schema.field(name).type.equals(dtype), name
-        assert set(table.column("policy_version").to_pylist()) == {version}
+        # rollouts run one iteration ahead (max_staleness 1): iteration 1's batch may come from version 0
+        assert set(table.column("policy_version").to_pylist()) <= {max(version - 1, 0), version}
         for row in table.to_pylist():
             assert len(row["tokens"]) == len(row["action_mask"]) == len(row["step_index"]) == len(row["ref_logp"])
             assert (
