@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from actors.trajectory import concat, from_ipc, write_parquet
 from cluster.config import Config, ConfigError, load
+from cluster.files import write_atomically
 from cluster.models import resolve_model
 from envs import make_env
 from envs.tasks import SPLITS
@@ -76,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(table, out / "trajectories.parquet")
-    _write_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(report(summary))
     print(f"freelunch: wrote {out / 'trajectories.parquet'} and {out / 'summary.json'}")
     return 0
@@ -215,12 +216,3 @@ def report(summary: dict) -> str:
         f"outcome {summary['outcome_mean']:.3f} | steps {summary['steps_mean']:.2f} | finish {finish} | "
         f"env restarts {summary['env_restarts']} | {summary['time_s']:.1f} s"
     )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # same directory: os.replace is a rename
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

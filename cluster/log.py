@@ -12,6 +12,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from cluster.files import write_atomically
+
 
 @contextmanager
 def timer(times: dict[str, float], key: str):
@@ -47,9 +49,7 @@ class MetricsLog:
         if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["iteration"] < iteration]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        write_atomically(self.path, "".join(line + "\n" for line in kept))
 
     def close(self) -> None:
         import ray

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from actors.trajectory import write_parquet
 from actors.transcript import FORMATS, RENDERS, Tokenized, Transcript, read_transcripts, render
+from cluster.files import write_atomically
 from cluster.models import resolve_model
 from learner.aggregate import (
     STEP_AGGS,
@@ -99,7 +100,7 @@ def run_score(args: argparse.Namespace) -> int:
     write_records(records(transcripts, tokens, steps["progress_adv"], scores), args.output)
     out_dir = Path(args.report or os.path.dirname(os.path.abspath(args.output)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out_dir / "summary.json", json.dumps(_finite(summary), indent=2) + "\n")
+    write_atomically(out_dir / "summary.json", json.dumps(_finite(summary), indent=2) + "\n")
     if args.report:
         from cluster.report import write_report
 
@@ -277,16 +278,7 @@ def write_records(rows: list[dict], path: str) -> None:
     if path.endswith(".parquet"):
         write_parquet(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), path)
     else:
-        _write_atomically(Path(path), "".join(json.dumps(_finite(r)) + "\n" for r in rows))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # same directory: os.replace is a rename
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_atomically(Path(path), "".join(json.dumps(_finite(r)) + "\n" for r in rows))
 
 
 def _finite(value):

@@ -18,7 +18,7 @@ from cluster import checkpoint
 from cluster.config import Config, dump, tasks_per_iteration
 from cluster.log import MetricsLog, timer
 from cluster.role import RoleDied, launch
-from envs import make_env
+from envs import Task, make_env
 from learner.advantage import outcome_advantage, step_advantage
 from learner.aggregate import auroc, min_cumulative
 
@@ -29,16 +29,19 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
     log = MetricsLog(run_dir, cfg.num_iterations)
     with launch(cfg, model_dir) as roles, closing(log), resume_hint(run_dir, cfg):
         start, version = restore(roles, run_dir, log) if resume else (0, 0)
-        submitted = start  # iterations whose rollouts are handed out
+        tasks = task_order(cfg)
+        handed_out: dict[int, list[Work]] = {}  # iteration -> its work, from hand-out until taken
         for iteration in range(start, cfg.num_iterations):
             times: dict[str, float] = {}
             with timer(times, "time/iteration"):
                 # Rollouts run up to max_staleness iterations ahead of the learner; 0 = on-policy, in turn.
-                while submitted <= min(iteration + cfg.learner.max_staleness, cfg.num_iterations - 1):
-                    roles.start_collect(schedule(cfg, submitted))
-                    submitted += 1
+                for ahead in range(iteration, min(iteration + cfg.learner.max_staleness, cfg.num_iterations - 1) + 1):
+                    if ahead not in handed_out:
+                        handed_out[ahead] = schedule(cfg, tasks, ahead)
+                        roles.start_collect(handed_out[ahead])
                 with timer(times, "time/collect"):  # the wait for this iteration's trajectories
-                    batch, rollout_metrics = roles.take(schedule(cfg, iteration), version - cfg.learner.max_staleness)
+                    work = handed_out.pop(iteration)
+                    batch, rollout_metrics = roles.take(work, version - cfg.learner.max_staleness)
                 with timer(times, "time/score"):
                     batch, score_metrics = roles.score(batch)
                 batch, advantage_metrics = add_step_advantages(batch, cfg)
@@ -89,10 +92,15 @@ def restore(roles, run_dir: Path, log: MetricsLog) -> tuple[int, int]:
     return state["iterations_done"], state["policy_version"]
 
 
-def schedule(cfg: Config, iteration: int) -> list[Work]:
-    """The iteration's trajectories: group_size per task, tasks cycling through a seeded order of the train split."""
+def task_order(cfg: Config) -> list[Task]:
+    """The train split in a seeded order, built once per run (a real suite's task list may start a JVM)."""
     tasks = make_env(cfg.env.name, seed=cfg.seed, **cfg.env.make_env_kwargs()).tasks("train")
     random.Random(cfg.seed).shuffle(tasks)
+    return tasks
+
+
+def schedule(cfg: Config, tasks: list[Task], iteration: int) -> list[Work]:
+    """The iteration's trajectories: group_size per task, cycling through `tasks` (task_order)."""
     k = tasks_per_iteration(cfg)
     work = []
     for n in range(k):
