@@ -188,21 +188,19 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
             exported = exported or "ray_freelunch_loss_kl" in _read(metrics_url)  # exported every ~5 s
             # the Jobs REST API: the CLI's status output is meant for people, not parsing
             status = json.loads(_read(f"{address}/api/jobs/freelunch-smoke") or "{}").get("status", "")
-        logs = subprocess.run(
-            [ray, "job", "logs", "--address", address, "freelunch-smoke"],
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
+
+        def job(command: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [ray, "job", command, "--address", address, "freelunch-smoke"],
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        logs = job("logs").stdout
         assert status == "SUCCEEDED", logs[-3000:]
-        described = subprocess.run(
-            [ray, "job", "status", "--address", address, "freelunch-smoke"],
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        described = job("status")
         assert "succeeded" in (described.stdout + described.stderr).lower()
         assert "iteration 2/2 | outcome" in logs  # the job's logs show the progress lines
         assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
