@@ -83,10 +83,11 @@ def match_action(action: str, valid_actions: list[str]) -> str:
 
 
 def with_actions(text: str, valid_actions: list[str], list_actions: bool) -> str:
-    """The observation, followed by the valid actions when the adapter lists them."""
+    """The observation, followed by the valid actions when the adapter lists them, each once (TextWorldExpress
+    lists "eat papaya" twice when two papayas are in reach), in the suite's order."""
     if not list_actions or not valid_actions:
         return text.strip()
-    return f"{text.strip()}\n{LISTED}{', '.join(valid_actions)}{ASK}"
+    return f"{text.strip()}\n{LISTED}{', '.join(dict.fromkeys(valid_actions))}{ASK}"
 
 
 def listed_actions(observation: str) -> list[str]:

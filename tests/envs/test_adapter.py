@@ -47,6 +47,8 @@ def test_match_action_reads_a_valid_action_through_a_small_models_wrapping():
     text = "You see a coin.\nValid actions: move north, take coin. Answer with one of them."
     assert with_actions("You see a coin. ", valid, True) == text and listed_actions(text) == valid
     assert with_actions("You see a coin. ", valid, False) == "You see a coin."
+    twice = with_actions("Two papayas.", ["eat papaya", "look", "eat papaya"], True)
+    assert listed_actions(twice) == ["eat papaya", "look"]
 
 
 def test_progress_rewards_sum_to_the_final_clamped_score():
