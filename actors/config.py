@@ -32,5 +32,10 @@ class ActorConfig:
     enforce_eager: bool = True
     """Run the engine's model eagerly. False lets vLLM compile it (and capture CUDA graphs on GPU): faster
     steps after a compile of a minute or more at start-up; eager starts at once, which suits short runs."""
+    deterministic: bool = False
+    """Sample in lockstep: each engine step waits until every agent loop of the collect has asked for its action
+    (or ended), and requests join the batch in trajectory order, so the tokens sampled depend only on the seed
+    and what is asked, not on how fast envs answer. With max_staleness 0 a run and its resume are then
+    identical. Costs the slowest env step of the batch before each engine step; off by default."""
     tensor_parallel_size: int = 1
     """GPUs one engine shards its model over (vLLM tensor parallelism, its workers in processes of their own)."""

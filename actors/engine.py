@@ -8,13 +8,20 @@ top-p is ever applied), i.e. the behaviour policy itself; the learner scores log
 `load_weights` swaps weights in place (vLLM `reload_weights`) and drops the prefix cache;
 `load_weights_between_actions` does it while agent loops run: new requests wait, the actions being
 sampled finish under the weights that began them, so no action mixes two policies.
+
+Lockstep (`lockstep=True`): the batches vLLM forms, and so the random numbers each request draws, depend on
+when each agent loop's env answers. In lockstep the agent loops `expect`ed for a collect take seats
+(`engine.seat(key)`); an engine step waits until every seated loop has asked for its next action or left,
+and new requests enter the batch in key order. Sampling then depends only on the seed and the trajectories,
+at the cost of waiting for the slowest env step before each engine step. A loop waiting for something that
+needs other loops' actions first (a free env process) `park`s, so the engine never waits on it.
 """
 
 import asyncio
 import itertools
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +44,7 @@ class VLLMEngine:
         kv_cache_gb: float = 1.0,
         enforce_eager: bool = True,
         tensor_parallel_size: int = 1,
+        lockstep: bool = False,
     ):
         # In-process engine core: vLLM reads this switch itself, so it has to be set before the engine.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -66,6 +74,11 @@ class VLLMEngine:
         self._stepper: asyncio.Task | None = None
         self._accepting = asyncio.Event()  # cleared while weights load
         self._accepting.set()
+        self.lockstep = lockstep
+        self._seated: set[str] = set()  # lockstep: agent loops of the collects in play
+        self._busy: set[str] = set()  # seated loops between two requests (the engine waits for them)
+        self._all_asked: asyncio.Event | None = None  # the stepper's: set while _busy is empty
+        self._queued: dict[str, tuple] = {}  # lockstep: key -> (prompt, params, future) not yet in the batch
 
     async def generate(
         self,
@@ -74,9 +87,13 @@ class VLLMEngine:
         max_tokens: int,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        key: str | None = None,
     ) -> Completion:
+        """One action for `prompt_ids`. `key` is the seat of the asking agent loop in lockstep (see `seat`)."""
         from vllm import SamplingParams, TokensPrompt
 
+        if key is not None:
+            self._set_busy(key, False)  # asking; one held back by a weight load counts as asking too
         await self._accepting.wait()
         # No per-request seed: vLLM's CPU sampler cannot rewind seeded generators ("CPU Generator does
         # not use offset"); sampling is reproducible through the engine seed instead.
@@ -84,18 +101,34 @@ class VLLMEngine:
         params = SamplingParams(
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, logprobs=0, detokenize=False
         )
-        request_id = str(next(self._request_ids))
         done = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = done
-        self._engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(prompt_ids)), params)
+        prompt = TokensPrompt(prompt_token_ids=list(prompt_ids))
+        if key is None:
+            self._add(prompt, params, done)
+        else:
+            self._queued[key] = (prompt, params, done)
         if self._stepper is None or self._stepper.done():
             self._stepper = asyncio.create_task(self._step_until_idle())
         return await done
 
+    def _add(self, prompt, params, done: asyncio.Future) -> str:
+        request_id = str(next(self._request_ids))
+        self._waiting[request_id] = done
+        self._engine.add_request(request_id, prompt, params)
+        return request_id
+
     async def _step_until_idle(self) -> None:
         # One vLLM step serves every live request; yielding between steps lets agent loops whose
         # request just finished run their env step and submit their next prompt into the same batch.
-        while self._waiting:
+        # In lockstep no step is taken while a seated loop is busy, and asked requests join in key order:
+        # which step a request joins depends on the engine's steps alone, not on how fast envs answer.
+        keys: dict[str, str] = {}  # request id -> key, for the keyed requests in the batch
+        self._all_asked = asyncio.Event()  # made here: an event belongs to the loop that first waits on it
+        self._update_all_asked()
+        while self._waiting or self._queued:
+            await self._all_asked.wait()
+            for key in sorted(self._queued):
+                keys[self._add(*self._queued.pop(key))] = key
             try:
                 outputs = self._engine.step()
             except Exception as error:  # the engine is dead: fail every waiter rather than hang them
@@ -105,8 +138,47 @@ class VLLMEngine:
                 raise
             for output in outputs:
                 if output.finished:
-                    self._waiting.pop(output.request_id).set_result(_completion(output.outputs[0]))
+                    if (key := keys.pop(output.request_id, None)) is not None:
+                        self._set_busy(key, True)  # before its loop resumes, so no step slips in between
+                    done = self._waiting.pop(output.request_id)
+                    if not done.cancelled():  # its agent loop may have been cancelled meanwhile
+                        done.set_result(_completion(output.outputs[0]))
             await asyncio.sleep(0)
+
+    # --- lockstep seats ---
+    def expect(self, keys: Iterable[str]) -> None:
+        """Seat these agent loops (lockstep only): until each asks or leaves, no engine step admits requests."""
+        if self.lockstep:
+            for key in keys:
+                self._seated.add(key)
+                self._set_busy(key, True)
+
+    def seat(self, key: str) -> "Seat":
+        """What an expected agent loop calls `generate` on (the engine itself when not in lockstep)."""
+        return Seat(self, key if self.lockstep else None)
+
+    def park(self, key: str) -> None:
+        """The loop waits on other loops' progress: steps go on without it until it `unpark`s."""
+        self._set_busy(key, False)
+
+    def unpark(self, key: str) -> None:
+        self._set_busy(key, True)
+
+    def leave(self, key: str) -> None:
+        """The loop is done (or failed): steps no longer wait for it."""
+        self._set_busy(key, False)
+        self._seated.discard(key)
+
+    def _set_busy(self, key: str, busy: bool) -> None:
+        if busy and key in self._seated:
+            self._busy.add(key)
+        else:
+            self._busy.discard(key)
+        self._update_all_asked()
+
+    def _update_all_asked(self) -> None:
+        if self._all_asked is not None:
+            self._all_asked.clear() if self._busy else self._all_asked.set()
 
     def reseed(self, seed: int) -> None:
         """Restart the sampling random stream: the engine core runs in this process and samples from
@@ -134,6 +206,17 @@ class VLLMEngine:
     def named_weights(self) -> dict[str, torch.Tensor]:
         """The engine's live parameters under vLLM's names (for equality checks after a broadcast)."""
         return self._engine.collective_rpc(_named_weights)[0]
+
+
+@dataclass(frozen=True)
+class Seat:
+    """One agent loop's handle on the engine: its requests carry its key (None: plain, unordered requests)."""
+
+    engine: VLLMEngine
+    key: str | None = field(default=None)
+
+    async def generate(self, prompt_ids: list[int], *, max_tokens: int, temperature: float = 1.0) -> Completion:
+        return await self.engine.generate(prompt_ids, max_tokens=max_tokens, temperature=temperature, key=self.key)
 
 
 def _named_weights(worker) -> dict[str, torch.Tensor]:

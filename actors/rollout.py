@@ -45,6 +45,7 @@ class RolloutActor:
             kv_cache_gb=actors.kv_cache_gb,
             tensor_parallel_size=actors.tensor_parallel_size,
             enforce_eager=actors.enforce_eager,
+            lockstep=actors.deterministic,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.actors, self.env, self.sink, self.seed = actors, env, sink, seed
@@ -60,6 +61,7 @@ class RolloutActor:
         overlap (rollouts running ahead of the learner) and weights may arrive meanwhile."""
         # Seeded per policy version, so a resumed on-policy run samples exactly what an uninterrupted one would.
         self.engine.reseed(self.seed * 100_003 + self.policy_version)
+        self.engine.expect(item.trajectory_id for item in work)
         return sum(await asyncio.gather(*(self._play(item) for item in work)))
 
     async def ping(self) -> int:
@@ -68,23 +70,33 @@ class RolloutActor:
 
     async def _play(self, item: Work) -> int:
         policy_version = self.policy_version  # a broadcast during the trajectory makes it newer, never staler
-        async with self.envs.env() as env:
-            env.make(self.env.name, item.env_seed, self.env.make_env_kwargs())
-            trajectory = await run_agent(
-                env,
-                item.task,
-                self.engine,
-                self.tokenizer,
-                trajectory_id=item.trajectory_id,
-                group_id=item.group_id,
-                max_steps=self.env.max_steps,
-                max_tokens=self.actors.max_tokens,
-                max_trajectory_tokens=self.actors.max_trajectory_tokens,
-                temperature=self.actors.temperature,
-            )
+        key = item.trajectory_id
+        try:
+            if self.envs.full():  # a process frees up only when other trajectories end: no lockstep wait on it
+                self.engine.park(key)
+            async with self.envs.env() as env:
+                self.engine.unpark(key)
+                trajectory = await self._run(env, item)
+        finally:
+            self.engine.leave(key)
         trajectory.policy_version = policy_version
         self.sink(to_ipc(to_table([trajectory])))
         return 1
+
+    async def _run(self, env, item: Work):
+        env.make(self.env.name, item.env_seed, self.env.make_env_kwargs())
+        return await run_agent(
+            env,
+            item.task,
+            self.engine.seat(item.trajectory_id),
+            self.tokenizer,
+            trajectory_id=item.trajectory_id,
+            group_id=item.group_id,
+            max_steps=self.env.max_steps,
+            max_tokens=self.actors.max_tokens,
+            max_trajectory_tokens=self.actors.max_trajectory_tokens,
+            temperature=self.actors.temperature,
+        )
 
     def env_restarts(self) -> int:
         """Env processes replaced after a crash, hang or env exception since the actor started."""

@@ -44,12 +44,13 @@ class TrajectoryBuffer:
 
     async def take(self, trajectory_ids: list[str], min_version: int) -> tuple[bytes, int]:
         """Remove the given (arrived) trajectories; returns those with policy_version >= min_version as one
-        Arrow IPC table in arrival order, and how many were dropped as too stale."""
+        Arrow IPC table in the order asked for, and how many were dropped as too stale. The order asked for, not
+        the order of arrival: scoring and learning then add up the same numbers in the same order in a run and
+        in its resume."""
         async with self._arrived:
-            wanted = set(trajectory_ids)
-            if unknown := wanted - self._waiting.keys():
+            if unknown := set(trajectory_ids) - self._waiting.keys():
                 raise KeyError(f"take: {len(unknown)} trajectories have not arrived, e.g. {sorted(unknown)[0]!r}")
-            tables = [self._waiting.pop(i) for i in list(self._waiting) if i in wanted]
+            tables = [self._waiting.pop(i) for i in dict.fromkeys(trajectory_ids)]
             fresh = [t for t in tables if t.column("policy_version")[0].as_py() >= min_version]
             return to_ipc(concat(fresh) if fresh else tables[0].slice(0, 0)), len(tables) - len(fresh)
 

@@ -204,6 +204,10 @@ class EnvPool:
             finally:
                 await self.release(process)
 
+    def full(self) -> bool:
+        """Every process slot is lent: `env()` waits until a trajectory gives one back."""
+        return self._slots.locked()
+
     async def acquire(self) -> EnvProcess:
         while self._idle:
             process = self._idle.pop()

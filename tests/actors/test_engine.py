@@ -128,3 +128,58 @@ def test_broadcast_changes_what_the_engine_samples(engine, hf_model, tiny_model_
     _broadcast(engine, _perturbed(hf_model, seed=4))
     _, after = _sample(engine, tokenizer, ["open the red door"], temperature=1.0)
     assert before[0].logp[0] != after[0].logp[0]  # the prefix cache was dropped with the old weights
+
+
+# Env reply delays per agent loop, two orders; steps apart by far more than one engine step of the tiny model.
+FAST_FIRST = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25]
+SLOW_FIRST = [0.25, 0.0, 0.2, 0.05, 0.15, 0.1]
+
+
+def _play_in_lockstep(engine, tokenizer, delays: list[float]) -> list[list[int]]:
+    """Agent loops of 3 turns each, whose 'env' answers after delays[i] * (turn + 1) seconds."""
+    keys = [f"t{i}" for i in range(len(delays))]
+
+    async def play(key: str, delay: float) -> list[int]:
+        seat, ids = engine.seat(key), tokenizer.encode(f"room {key}:", add_special_tokens=False)
+        try:
+            for turn in range(3):
+                completion = await seat.generate(list(ids), max_tokens=4 + turn, temperature=1.0)
+                await asyncio.sleep(delay * (turn + 1))  # the env's reply
+                ids += completion.token_ids + tokenizer.encode(" ok.", add_special_tokens=False)
+            return ids
+        finally:
+            engine.leave(key)
+
+    async def run():
+        engine.reseed(7)
+        engine.expect(keys)
+        return await asyncio.gather(*(play(k, d) for k, d in zip(keys, delays)))
+
+    return asyncio.run(run())
+
+
+def test_lockstep_sampling_does_not_depend_on_env_timing(engine, tiny_model_dir):
+    """In lockstep, agent loops whose envs answer in a different order and at different speeds get the same
+    tokens (the batch a request joins decides its random numbers)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lockstep = engine  # one vLLM engine per process: the module's, switched to lockstep for this test
+    lockstep.lockstep = True
+    try:
+        fast_first = _play_in_lockstep(lockstep, tokenizer, FAST_FIRST)
+        slow_first = _play_in_lockstep(lockstep, tokenizer, SLOW_FIRST)
+    finally:
+        lockstep.lockstep = False
+    assert fast_first == slow_first
+    assert not lockstep._busy and not lockstep._seated and not lockstep._queued  # every loop left
+
+
+def test_without_lockstep_env_timing_changes_the_samples(engine, tiny_model_dir):
+    """The property lockstep exists for: the plain engine's samples depend on when each env answers."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fast_first = _play_in_lockstep(engine, tokenizer, FAST_FIRST)
+    slow_first = _play_in_lockstep(engine, tokenizer, SLOW_FIRST)
+    assert fast_first != slow_first
