@@ -20,6 +20,7 @@ needs other loops' actions first (a free env process) `park`s, so the engine nev
 import asyncio
 import itertools
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -79,6 +80,8 @@ class VLLMEngine:
         self._busy: set[str] = set()  # seated loops between two requests (the engine waits for them)
         self._all_asked: asyncio.Event | None = None  # the stepper's: set while _busy is empty
         self._queued: dict[str, tuple] = {}  # lockstep: key -> (prompt, params, future) not yet in the batch
+        self.sampled_tokens = 0  # since the engine started: action tokens of finished requests
+        self.step_s = 0.0  # and seconds spent in engine steps
 
     async def generate(
         self,
@@ -129,6 +132,7 @@ class VLLMEngine:
             await self._all_asked.wait()
             for key in sorted(self._queued):
                 keys[self._add(*self._queued.pop(key))] = key
+            start = time.perf_counter()
             try:
                 outputs = self._engine.step()
             except Exception as error:  # the engine is dead: fail every waiter rather than hang them
@@ -136,8 +140,10 @@ class VLLMEngine:
                     future.set_exception(error)
                 self._waiting.clear()
                 raise
+            self.step_s += time.perf_counter() - start
             for output in outputs:
                 if output.finished:
+                    self.sampled_tokens += len(output.outputs[0].token_ids)
                     if (key := keys.pop(output.request_id, None)) is not None:
                         self._set_busy(key, True)  # before its loop resumes, so no step slips in between
                     done = self._waiting.pop(output.request_id)

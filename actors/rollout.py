@@ -102,6 +102,14 @@ class RolloutActor:
         """Env processes replaced after a crash, hang or env exception since the actor started."""
         return self.envs.restarts
 
+    async def stats(self) -> dict[str, float]:
+        """Counters since the actor started: env restarts, tokens sampled and seconds of engine steps."""
+        return {
+            "env_restarts": self.envs.restarts,
+            "sampled_tokens": self.engine.sampled_tokens,
+            "step_s": self.engine.step_s,
+        }
+
     async def close(self) -> None:
         """Stop every env process of this actor (they also exit by themselves when the actor process dies)."""
         await self.envs.close()

@@ -1,7 +1,8 @@
 """[plumbing] Metrics of each iteration: metrics.jsonl, one progress line on stdout, Ray metric gauges.
 
 Gauges are named `freelunch_<phase>_<name>` (Ray's Prometheus export adds its `ray_` prefix), so a run
-is visible on the cluster's metrics endpoint and in the dashboard's Grafana panels.
+is visible on the cluster's metrics endpoint and in the dashboard's Grafana panels. A key measured per actor
+(`rollout/engine_tokens_per_s@rollout-0`) is one gauge with an `actor` tag.
 """
 
 import json
@@ -81,17 +82,18 @@ class MetricsExporter:
                     continue
                 name = gauge_name(key)
                 if name not in self._gauges:
-                    self._gauges[name] = Gauge(name, description=f"freelunch metric {key}", tag_keys=("role", "run"))
-                tags = {"role": ROLE_OF_PHASE.get(key.split("/")[0], "driver"), "run": self.run}
-                self._latest[name] = (float(value), tags)
+                    tag_keys = ("role", "run", "actor")
+                    self._gauges[name] = Gauge(name, description=f"freelunch metric {key}", tag_keys=tag_keys)
+                tags = {"role": ROLE_OF_PHASE.get(key.split("/")[0], "driver"), "run": self.run, "actor": actor_of(key)}
+                self._latest[key] = (float(value), tags)
                 self._gauges[name].set(float(value), tags=tags)
 
     def _refresh(self, refresh_s: float) -> None:
         while True:
             time.sleep(refresh_s)
             with self._lock:
-                for name, (value, tags) in self._latest.items():
-                    self._gauges[name].set(value, tags=tags)
+                for key, (value, tags) in self._latest.items():
+                    self._gauges[gauge_name(key)].set(value, tags=tags)
 
 
 # Which role measured a metric, by its phase (the key's prefix); iteration and policy_version are the driver's.
@@ -102,8 +104,13 @@ EXPORT_S = 6.0  # longer than Ray's metrics report interval (5 s)
 
 
 def gauge_name(key: str) -> str:
-    """`phase/name` -> the Ray gauge `freelunch_phase_name` (Prometheus shows it as `ray_freelunch_phase_name`)."""
-    return "freelunch_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+    """`phase/name[@actor]` -> the Ray gauge `freelunch_phase_name` (Prometheus: `ray_freelunch_phase_name`)."""
+    return "freelunch_" + re.sub(r"[^a-zA-Z0-9_]", "_", key.partition("@")[0])
+
+
+def actor_of(key: str) -> str:
+    """The actor a per-actor key (`phase/name@rollout-0`) measured; "" for the run's own metrics."""
+    return key.partition("@")[2]
 
 
 def progress_line(m: dict[str, float], num_iterations: int) -> str:

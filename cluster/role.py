@@ -98,6 +98,23 @@ class Role:
             remove_placement_group(self.group)
 
 
+def engine_speeds(counted: dict[int, dict], stats: list[dict], name: str) -> dict[str, float]:
+    """Tokens per second of engine stepping of each rollout actor since its counters were last `counted`, one
+    key per actor (`@<name>-<rank>`: an `actor` tag on the dashboard); updates `counted`. An actor whose engine
+    did not step since (its work was done before the last take, running ahead) has no new value: no key. The
+    counters of a replaced actor start again from 0, so a count that went down is counted from 0."""
+    speeds = {}
+    for rank, now in enumerate(stats):
+        before = counted.get(rank, {"sampled_tokens": 0, "step_s": 0.0})
+        if now["sampled_tokens"] < before["sampled_tokens"]:
+            before = {"sampled_tokens": 0, "step_s": 0.0}
+        seconds, tokens = now["step_s"] - before["step_s"], now["sampled_tokens"] - before["sampled_tokens"]
+        if seconds > 0:
+            speeds[f"rollout/engine_tokens_per_s@{name}-{rank}"] = tokens / seconds
+        counted[rank] = now
+    return speeds
+
+
 @dataclass
 class Collect:
     """One rollout actor's share of an iteration's work, in flight."""
@@ -123,6 +140,7 @@ class Roles:
     restarts: int = 0  # rollout actors replaced
     reruns: int = 0  # trajectories played again after their actor was replaced
     in_flight: list[Collect] = field(default_factory=list)
+    counted: dict[int, dict] = field(default_factory=dict)  # rank -> its actor's stats() at the last take
 
     def start_collect(self, work: list[Work]) -> None:
         """Hand the work to the rollout actors (split evenly) and return at once; trajectories go to the buffer."""
@@ -141,12 +159,14 @@ class Roles:
                 raise TimeoutError(f"{len(missing)} trajectories did not arrive within cluster.timeout_s")
         self._reap()
         batch, dropped = self.rollout.get(self.buffer.take.remote(ids, min_version))
-        env_restarts = sum(self.rollout.get(self.rollout.submit("env_restarts")))
+        stats = self.rollout.get(self.rollout.submit("stats"))
         return batch, {
             "rollout/dropped_stale": dropped,
             "rollout/reruns": self.reruns,
             "system/restarts_rollout": self.restarts,
-            "system/restarts_env": env_restarts,  # env processes replaced (crash, hang, env error), live actors
+            # env processes replaced (crash, hang, env error), live actors
+            "system/restarts_env": sum(s["env_restarts"] for s in stats),
+            **engine_speeds(self.counted, stats, self.rollout.name),
         }
 
     def score(self, batch: bytes) -> tuple[bytes, dict[str, float]]:

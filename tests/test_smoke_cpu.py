@@ -5,6 +5,7 @@ the same config submitted with `ray job submit` to a `ray start --head` cluster 
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -98,6 +99,9 @@ def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
     for metrics in lines:
         assert set(METRIC_KEYS) <= set(metrics)
         assert math.isfinite(metrics["loss/policy"]) and math.isfinite(metrics["loss/kl"])
+    # one key per rollout actor's engine, in every iteration in which it stepped
+    assert lines[0]["rollout/engine_tokens_per_s@rollout-0"] > 0
+    assert all(m.get("rollout/engine_tokens_per_s@rollout-0", 1.0) > 0 for m in lines)
     # fp32 engine and learner: the first batch is sampled by the very weights that score it
     assert abs(lines[0]["loss/ratio_mean"] - 1.0) < 1e-4
 
@@ -126,7 +130,16 @@ def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
 
 
 def test_ray_job_submit_runs_the_same_training(tmp_path):
-    ports = {"port": 6391, "dashboard-port": 8277, "metrics-export-port": 8091}
+    from learner.learner import free_port
+
+    # The job agent's own port too: another Ray on this machine (a run beside the tests) holds the default one,
+    # and the head then never gets a job agent ("No available agent to submit job").
+    ports = {
+        "port": 6391,
+        "dashboard-port": 8277,
+        "metrics-export-port": 8091,
+        "dashboard-agent-listen-port": free_port(),
+    }
     temp_dir = tempfile.mkdtemp(prefix="flray-")  # short: Ray's unix socket paths must stay under 107 bytes
     head = subprocess.Popen(
         [
@@ -154,38 +167,49 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
         _wait_for(f"{address}/api/version", timeout_s=120)
         run_dir = tmp_path / "run"
         ray = str(BIN / "ray")
-        submitted = subprocess.run(
-            [
-                ray,
-                "job",
-                "submit",
-                "--no-wait",
-                "--submission-id",
-                "freelunch-smoke",
-                "--address",
-                address,
-                "--working-dir",
-                str(REPO),
-                "--runtime-env-json",
-                json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}),
-                "--",
-                "freelunch",
-                "train",
-                "cluster/configs/cpu_smoke.toml",
-                "--run-dir",
-                str(run_dir),
-            ],
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        # The head answers before its job agent is up ("No available agent to submit job, please try again
+        # later"), longer on a loaded machine: try again as Ray says, for up to two minutes.
+        deadline = time.monotonic() + 120
+        while True:
+            submitted = subprocess.run(
+                [
+                    ray,
+                    "job",
+                    "submit",
+                    "--no-wait",
+                    "--submission-id",
+                    "freelunch-smoke",
+                    "--address",
+                    address,
+                    "--working-dir",
+                    str(REPO),
+                    "--runtime-env-json",
+                    json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}),
+                    "--",
+                    "freelunch",
+                    "train",
+                    "cluster/configs/cpu_smoke.toml",
+                    "--run-dir",
+                    str(run_dir),
+                ],
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if "No available agent" not in submitted.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(5)
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         metrics_url = f"http://127.0.0.1:{ports['metrics-export-port']}/metrics"
-        status, exported, deadline = "", False, time.monotonic() + 900
+        status, exported, per_actor, deadline = "", False, False, time.monotonic() + 900
         while time.monotonic() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
             time.sleep(3)
-            exported = exported or "ray_freelunch_loss_kl" in _read(metrics_url)  # exported every ~5 s
+            text = _read(metrics_url)
+            exported = exported or "ray_freelunch_loss_kl" in text  # exported every ~5 s
+            per_actor = per_actor or re.search(
+                r'ray_freelunch_rollout_engine_tokens_per_s\{[^}]*actor="rollout-0"', text
+            )
             # the Jobs REST API: the CLI's status output is meant for people, not parsing
             status = json.loads(_read(f"{address}/api/jobs/freelunch-smoke") or "{}").get("status", "")
 
@@ -205,6 +229,7 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
         assert "iteration 2/2 | outcome" in logs  # the job's logs show the progress lines
         assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
         assert exported, "the run's metrics never reached Ray's Prometheus endpoint"
+        assert per_actor, "no per-engine tokens/s gauge tagged with its actor"
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # only the head this test started, with its children
         try:

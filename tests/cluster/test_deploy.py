@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "cluster" / "configs").glob("*.toml"))
 DEPLOY = REPO / "cluster" / "deploy"
 PACKAGES = ["actors", "cluster", "envs", "learner"]
-PHASE_KEY = re.compile(r"(rollout|score|loss|time|system|broadcast)/\w*")
+PHASE_KEY = re.compile(r"(rollout|score|loss|time|system|broadcast)/\w*(@[\w-]*)?")
 
 
 def _header(path: Path) -> str:
