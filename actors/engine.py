@@ -197,7 +197,11 @@ class VLLMEngine:
             raise RuntimeError("load_weights while requests are in flight would mix two policies in one action")
         weights = ((name, tensor.to(self.dtype)) for name, tensor in named_tensors)  # the learner's may be fp32
         self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
-        self._engine.reset_prefix_cache()  # cached KV was computed with the old weights
+        self.reset_prefix_cache()  # cached KV was computed with the old weights
+
+    def reset_prefix_cache(self) -> None:
+        """Forget cached prompt KV: a later request recomputes its prompt as a first one would."""
+        self._engine.reset_prefix_cache()
 
     async def load_weights_between_actions(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """load_weights once the actions in flight are sampled; requests arriving meanwhile wait for it."""
