@@ -98,13 +98,13 @@ class Role:
             remove_placement_group(self.group)
 
 
-def engine_speeds(counted: dict[int, dict], stats: list[dict], name: str) -> dict[str, float]:
+def engine_speeds(counted: dict[int, dict], stats: dict[int, dict], name: str) -> dict[str, float]:
     """Tokens per second of engine stepping of each rollout actor since its counters were last `counted`, one
     key per actor (`@<name>-<rank>`: an `actor` tag on the dashboard); updates `counted`. An actor whose engine
     did not step since (its work was done before the last take, running ahead) has no new value: no key. The
     counters of a replaced actor start again from 0, so a count that went down is counted from 0."""
     speeds = {}
-    for rank, now in enumerate(stats):
+    for rank, now in stats.items():
         before = counted.get(rank, {"sampled_tokens": 0, "step_s": 0.0})
         if now["sampled_tokens"] < before["sampled_tokens"]:
             before = {"sampled_tokens": 0, "step_s": 0.0}
@@ -159,15 +159,29 @@ class Roles:
                 raise TimeoutError(f"{len(missing)} trajectories did not arrive within cluster.timeout_s")
         self._reap()
         batch, dropped = self.rollout.get(self.buffer.take.remote(ids, min_version))
-        stats = self.rollout.get(self.rollout.submit("stats"))
+        stats = self._stats()
         return batch, {
             "rollout/dropped_stale": dropped,
             "rollout/reruns": self.reruns,
             "system/restarts_rollout": self.restarts,
             # env processes replaced (crash, hang, env error), live actors
-            "system/restarts_env": sum(s["env_restarts"] for s in stats),
+            "system/restarts_env": sum(s["env_restarts"] for s in stats.values()),
             **engine_speeds(self.counted, stats, self.rollout.name),
         }
+
+    def _stats(self) -> dict[int, dict]:
+        """Each rollout actor's counters, by rank, from those that answer within engine_timeout_s. An actor
+        that died or hangs just after its work arrived is left out here; the next take replaces it."""
+        refs = self.rollout.submit("stats")
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.engine_timeout_s)
+        stats = {}
+        for rank, ref in enumerate(refs):
+            if ref in ready:
+                try:
+                    stats[rank] = ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    pass
+        return stats
 
     def score(self, batch: bytes) -> tuple[bytes, dict[str, float]]:
         return self.scorer.call("score", batch)[0]

@@ -48,11 +48,13 @@ def _start(overrides: list[str], run_dir: Path) -> tuple[threading.Thread, dict]
     return thread, outcome
 
 
-def _wait_for_iterations(run_dir: Path, n: int, thread: threading.Thread, timeout_s: float = 420) -> None:
+def _wait_for_iterations(
+    run_dir: Path, n: int, thread: threading.Thread, outcome: dict, timeout_s: float = 420
+) -> None:
     deadline = time.monotonic() + timeout_s
     path = run_dir / "metrics.jsonl"
     while not (path.exists() and len(path.read_text().splitlines()) >= n):
-        assert thread.is_alive(), "the run ended early"
+        assert thread.is_alive(), f"the run ended early: {outcome.get('error')!r}"
         assert time.monotonic() < deadline, f"no {n} iterations within {timeout_s} s"
         time.sleep(0.2)
 
@@ -63,9 +65,9 @@ def test_killed_and_stuck_rollout_actors_are_replaced_and_the_run_finishes(local
     overrides = ["num_iterations=5", "actors.num_rollout_actors=2", "actors.engine_timeout_s=15"]
     thread, outcome = _start(overrides, run_dir)
 
-    _wait_for_iterations(run_dir, 1, thread)
+    _wait_for_iterations(run_dir, 1, thread, outcome)
     ray.kill(ray.get_actor("rollout-0", namespace="freelunch"), no_restart=True)
-    _wait_for_iterations(run_dir, 3, thread)
+    _wait_for_iterations(run_dir, 3, thread, outcome)
     stuck = ray.get_actor("rollout-1", namespace="freelunch")
     pid = ray.get(stuck.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
     os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing: what a hung engine step looks like
@@ -90,7 +92,7 @@ def test_a_dead_learner_ends_the_run_with_how_to_resume(local_ray, tmp_path):
     ray = local_ray
     run_dir = tmp_path / "run"
     thread, outcome = _start(["num_iterations=6", "cluster.save_every=1"], run_dir)
-    _wait_for_iterations(run_dir, 2, thread)
+    _wait_for_iterations(run_dir, 2, thread, outcome)
     ray.kill(ray.get_actor("learner-1", namespace="freelunch"), no_restart=True)
     thread.join(timeout=600)
 
