@@ -22,7 +22,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -223,7 +223,7 @@ class Seat:
     """One agent loop's handle on the engine: its requests carry its key (None: plain, unordered requests)."""
 
     engine: VLLMEngine
-    key: str | None = field(default=None)
+    key: str | None = None
 
     async def generate(self, prompt_ids: list[int], *, max_tokens: int, temperature: float = 1.0) -> Completion:
         return await self.engine.generate(prompt_ids, max_tokens=max_tokens, temperature=temperature, key=self.key)

@@ -98,12 +98,9 @@ class RolloutActor:
             temperature=self.actors.temperature,
         )
 
-    def env_restarts(self) -> int:
-        """Env processes replaced after a crash, hang or env exception since the actor started."""
-        return self.envs.restarts
-
     async def stats(self) -> dict[str, float]:
-        """Counters since the actor started: env restarts, tokens sampled and seconds of engine steps."""
+        """Counters since the actor started: env processes replaced after a crash, hang or env exception, tokens
+        sampled and seconds of engine steps."""
         return {
             "env_restarts": self.envs.restarts,
             "sampled_tokens": self.engine.sampled_tokens,

@@ -2,10 +2,10 @@
 
 One rollout actor (the real vLLM engine, env processes) plays the same work again and again, alternating
 plain and lockstep collects; each collect is reseeded the same way and starts with an empty prefix cache (as
-after a broadcast), so lockstep collects must give identical trajectories; the report says whether plain ones
-did too. Only `collect` is timed (not the engine's
-start). Envs: the corridor (env steps ~0.002 ms: lockstep waits for almost nothing) and the tool-calling env
-with its default 10 ms tool latency and with 50 ms (a slow tool holds every engine step in lockstep).
+after a broadcast), so lockstep collects must give identical trajectories; the report counts the repeated
+trajectories that differ, for both modes. Only `collect` is timed (not the engine's start). Envs: the
+corridor (env steps ~0.002 ms: lockstep waits for almost nothing) and the tool-calling env with its default
+10 ms tool latency and with 50 ms (a slow tool holds every engine step in lockstep).
 Run: python benchmarks/bench_lockstep.py [--policy smollm2-135m-instruct] [--trajectories 32] [--repeats 3]
 """
 
@@ -106,9 +106,8 @@ def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; policy {args.policy}")
     print(f"{args.trajectories} trajectories per collect, median of {args.repeats} collects per mode\n")
     n = args.trajectories * (args.repeats - 1)
-    print(
-        f"| env | plain s | lockstep s | lockstep / plain | lockstep: of {n} repeated trajectories, differ | plain: differ |"
-    )
+    differ = f"lockstep: of {n} repeated trajectories, differ"
+    print(f"| env | plain s | lockstep s | lockstep / plain | {differ} | plain: differ |")
     print("|---|---|---|---|---|---|")
     asyncio.run(run(args))
     return 0

@@ -124,7 +124,7 @@ async def play(cfg: Config, model_dir: str, work: list[Work]) -> tuple[pa.Table,
         await actor.close()
     table = concat([from_ipc(b) for b in played])
     row = {trajectory_id: i for i, trajectory_id in enumerate(table.column("trajectory_id").to_pylist())}
-    return table.take([row[w.trajectory_id] for w in work]), actor.env_restarts()
+    return table.take([row[w.trajectory_id] for w in work]), (await actor.stats())["env_restarts"]
 
 
 # --- statistics ---

@@ -103,11 +103,11 @@ def engine_speeds(counted: dict[int, dict], stats: dict[int, dict], name: str) -
     key per actor (`@<name>-<rank>`: an `actor` tag on the dashboard); updates `counted`. An actor whose engine
     did not step since (its work was done before the last take, running ahead) has no new value: no key. The
     counters of a replaced actor start again from 0, so a count that went down is counted from 0."""
-    speeds = {}
+    speeds, nothing = {}, {"sampled_tokens": 0, "step_s": 0.0}
     for rank, now in stats.items():
-        before = counted.get(rank, {"sampled_tokens": 0, "step_s": 0.0})
+        before = counted.get(rank, nothing)
         if now["sampled_tokens"] < before["sampled_tokens"]:
-            before = {"sampled_tokens": 0, "step_s": 0.0}
+            before = nothing
         seconds, tokens = now["step_s"] - before["step_s"], now["sampled_tokens"] - before["sampled_tokens"]
         if seconds > 0:
             speeds[f"rollout/engine_tokens_per_s@{name}-{rank}"] = tokens / seconds
