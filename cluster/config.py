@@ -278,7 +278,10 @@ def check(cfg: Config) -> None:
             f"learner.batch_size ({learner.batch_size}) must be a multiple of learner.num_learners "
             f"({learner.num_learners})",
         )
-    need(learner.microbatch_size >= 1, f"learner.microbatch_size ({learner.microbatch_size}) must be at least 1")
+    need(
+        learner.microbatch_tokens >= 1,
+        f"learner.microbatch_tokens ({learner.microbatch_tokens}) must be at least 1 (a token budget per microbatch)",
+    )
     need(learner.lr > 0, f"learner.lr ({learner.lr}) must be > 0")
     need(learner.kl_coef >= 0, f"learner.kl_coef ({learner.kl_coef}) must be >= 0")
     need(learner.max_staleness >= 0, f"learner.max_staleness ({learner.max_staleness}) must be >= 0 (0 = on-policy)")

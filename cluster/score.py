@@ -3,7 +3,7 @@
     freelunch score --policy DIR --ref DIR --input FILE --output FILE [--task none|bon|uq|fa] [--report DIR]
 
 Input file -> actors/transcript.py (read, render, left-truncate) -> per-token logp of both models in
-length-sorted microbatches (learner/logp.py) -> learner/aggregate.py (step scores, trajectory score, the
+packed microbatches (learner/logp.py) -> learner/aggregate.py (step scores, trajectory score, the
 two one-model baselines) -> output records (Parquet or JSONL, written atomically) -> summary.json, and
 with --report cluster/report.py. CPU or the first GPU; with --ray N the log-probs are computed by N Ray
 tasks over length-balanced shards (a running cluster under `ray job submit`, else a local one).
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=16384, help="left-truncate longer trajectories (tokens)")
     parser.add_argument("--task", default="none", choices=TASKS, help="best-of-N, uncertainty or failure steps")
     parser.add_argument("--report", metavar="DIR", help="write summary.json, report.html and PNG plots here")
-    parser.add_argument("--microbatch-size", type=int, default=8, help="trajectories per forward pass")
+    parser.add_argument("--microbatch-tokens", type=int, default=4096, help="token budget of one packed forward")
     parser.add_argument("--ray", type=int, default=0, metavar="N", help="spread trajectories over N Ray workers")
 
 
@@ -87,8 +87,8 @@ def run_score(args: argparse.Namespace) -> int:
         policy_dir,
         ref_dir,
         tokens,
-        args.microbatch_size,
-        tokenizer.pad_token_id or 0,
+        [t.task_id for t in transcripts],
+        args.microbatch_tokens,
         **({"workers": args.ray} if args.ray else {}),
     )
     steps = step_scores(tokens, policy_logp, ref_logp, token_agg=args.token_agg, beta=args.beta)
@@ -114,8 +114,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-length must be at least 2 (a logp needs a token before it), got {args.max_length}")
     if args.ray < 0:
         raise ValueError(f"--ray must be a number of workers >= 1, got {args.ray}")
-    if args.microbatch_size < 1:
-        raise ValueError(f"--microbatch-size must be at least 1, got {args.microbatch_size}")
+    if args.microbatch_tokens < 1:
+        raise ValueError(f"--microbatch-tokens must be at least 1, got {args.microbatch_tokens}")
     if args.report:
         import importlib.util
 
@@ -145,30 +145,34 @@ def shared_tokenizer(policy_dir: str, ref_dir: str):
 
 
 def pair_logp(
-    policy_dir: str, ref_dir: str, tokens: list[Tokenized], microbatch_size: int, pad_id: int
+    policy_dir: str, ref_dir: str, tokens: list[Tokenized], groups: list[str], max_tokens: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per trajectory the (T,) logp of every token under the policy and under the reference.
+    """Per trajectory the (T,) logp of every action-message token under the policy and under the reference
+    (0 elsewhere).
 
-    Both models run in one dtype (fp32 on CPU, bf16 on GPU) on the same microbatches, so kernel error
+    Both models run in one dtype (fp32 on CPU, bf16 on GPU) on the same packed microbatches, so kernel error
     cancels in the ratio (PAPER.md §9.8). The same directory twice is loaded once.
     """
     import torch
     from transformers import AutoModelForCausalLM
+
+    from learner.logp import prepare_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
     def load(model_dir: str) -> torch.nn.Module:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+        prepare_model(model)
         return model.requires_grad_(False)
 
     models = [load(policy_dir)] if ref_dir == policy_dir else [load(policy_dir), load(ref_dir)]
-    logp = sequence_logp(models, [t.ids for t in tokens], microbatch_size, pad_id, device)
+    logp = score_logp(models, tokens, groups, max_tokens)
     return logp[0], logp[-1]
 
 
 def ray_pair_logp(
-    policy_dir: str, ref_dir: str, tokens: list[Tokenized], microbatch_size: int, pad_id: int, *, workers: int
+    policy_dir: str, ref_dir: str, tokens: list[Tokenized], groups: list[str], max_tokens: int, *, workers: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """pair_logp over `workers` Ray tasks of one CPU (or GPU) each; shards dealt longest first, so balanced."""
     import ray
@@ -182,7 +186,10 @@ def ray_pair_logp(
     shards = [shard for shard in (order[w::workers] for w in range(workers)) if shard]
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus)(pair_logp)
-    refs = [task.remote(policy_dir, ref_dir, [tokens[i] for i in shard], microbatch_size, pad_id) for shard in shards]
+    refs = [
+        task.remote(policy_dir, ref_dir, [tokens[i] for i in shard], [groups[i] for i in shard], max_tokens)
+        for shard in shards
+    ]
     policy_logp: list = [None] * len(tokens)
     ref_logp: list = [None] * len(tokens)
     # No timeout: a scoring job's length grows with its data; a dead worker raises here instead of hanging.
@@ -192,32 +199,33 @@ def ray_pair_logp(
     return policy_logp, ref_logp
 
 
-def sequence_logp(models: list, sequences: list[list[int]], microbatch_size: int, pad_id: int, device) -> list:
-    """For each model, per sequence the (T,) logp of each token from position j - 1; token 0 gets 0.
+def score_logp(models: list, tokens: list[Tokenized], groups: list[str], max_tokens: int) -> list[list[np.ndarray]]:
+    """For each model, per trajectory the (T,) logp of each action-message token (what the step scores read),
+    0 elsewhere. Trajectories of one group (task) are packed together, so best-of-N candidates share their
+    prompt; a progress line on stderr counts trajectories."""
+    from learner.logp import sequence_logp
 
-    Sequences are scored longest first in microbatches of similar length (little padding); a progress
-    line on stderr counts trajectories.
-    """
-    import torch
+    sequences = [np.asarray(t.ids, dtype=np.int64) for t in tokens]
+    scored = [action_tokens(t) for t in tokens]
 
-    from learner.logp import microbatches, pad, token_logp
+    def progress(done: int) -> None:
+        print(f"\rfreelunch score: {done}/{len(tokens)} trajectories", end="", file=sys.stderr, flush=True)
 
-    out = [[np.zeros(len(s), dtype=np.float32) for s in sequences] for _ in models]
-    scorable = [i for i, s in enumerate(sequences) if len(s) >= 2]  # one token has nothing to predict
-    done = len(sequences) - len(scorable)
-    for batch in microbatches([len(sequences[i]) for i in scorable], microbatch_size):
-        rows = [scorable[j] for j in batch]
-        input_ids, attention_mask = pad([sequences[i] for i in rows], pad_id)  # (B, T)
-        for m, model in enumerate(models):
-            with torch.inference_mode():
-                logp = token_logp(model, input_ids.to(device), attention_mask.to(device), temperature=1.0)  # (B, T)
-            logp = logp.cpu().numpy()
-            for row, i in enumerate(rows):
-                out[m][i] = logp[row, : len(sequences[i])]
-        done += len(rows)
-        print(f"\rfreelunch score: {done}/{len(sequences)} trajectories", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    out = []
+    for model in models:
+        out.append(
+            sequence_logp(model, sequences, scored=scored, groups=groups, max_tokens=max_tokens, progress=progress)
+        )
+        print(file=sys.stderr)
     return out
+
+
+def action_tokens(t: Tokenized) -> np.ndarray:
+    """(T,) bool: the tokens inside the spans of action messages."""
+    mask = np.zeros(len(t.ids), dtype=bool)
+    for (start, end), action in zip(t.spans, t.is_action):
+        mask[start:end] |= action
+    return mask
 
 
 def step_scores(

@@ -14,13 +14,15 @@ class LearnerConfig:
     """Compute dtype of learner and scorer. On CPU bfloat16 autocasts over fp32 weights and optimizer
     (bf16 matmul kernels: forward+backward of SmolLM2-135M measured 2.8x faster than fp32); float32 is exact."""
     zero_stage: int = 2
-    """DeepSpeed ZeRO stage (0-3) for the learner and the scorer's trained model."""
+    """DeepSpeed ZeRO stage (0-3) of the learner ranks; a world of one (one learner rank, the scorer's PRM) has
+    nothing to partition and runs stage 0."""
     batch_size: int = 16
     """Trajectories per iteration; a multiple of group_size and of num_learners."""
     group_size: int = 4
     """Trajectories per task; the outcome advantage is normalised within each group."""
-    microbatch_size: int = 8
-    """Trajectories per forward/backward on one rank."""
+    microbatch_tokens: int = 4096
+    """Token budget of one forward/backward: whole groups are packed into one row, each shared prompt once
+    (learner/README.md, decision 12), up to this many tokens (a longer group or trajectory gets its own)."""
     lr: float = 2e-5
     """AdamW learning rate of the policy."""
     max_grad_norm: float = 1.0

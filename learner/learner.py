@@ -5,7 +5,6 @@ of the batch, runs its microbatches (chunked log-probs -> policy_loss -> backwar
 applies one optimizer update per iteration. Rank 0 also sends the weights to the engines.
 """
 
-import math
 import os
 import shutil
 import socket
@@ -21,7 +20,7 @@ from actors.broadcast import tcp_store, weight_sync_group
 from actors.trajectory import from_ipc, ragged
 from learner.broadcast import plan_buckets, send
 from learner.config import LearnerConfig
-from learner.logp import microbatches, pad, token_logp
+from learner.logp import pack, packed_logp, plan, prepare_model
 from learner.loss import policy_loss
 
 BUCKET_MB = 64.0
@@ -54,8 +53,8 @@ class Learner:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=weights_dtype(self.cfg, self.device))
         model.to(self.device)
-        # A client torch AdamW: DeepSpeed's own Adam ops are JIT-compiled on first use (minutes on CPU).
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=0.0)
+        prepare_model(model)  # refuse a model family the log-prob path would score wrong, before any update
+        optimizer = adamw(model, self.cfg.lr)
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=deepspeed_config(self.cfg, self.world_size, self.device)
         )
@@ -69,48 +68,49 @@ class Learner:
             for name in ("tokens", "action_mask", "step_index", "behavior_logp", "ref_logp", "step_advantage")
         }
         num_tokens = float(sum(int(mask.sum()) for mask in columns["action_mask"]))  # over all ranks
-        rows = list(range(self.rank, table.num_rows, self.world_size))
+        group_ids = table.column("group_id").to_pylist()
+        rows = rank_rows(table.num_rows, self.rank, self.world_size)
+        microbatches = plan(
+            [columns["tokens"][i] for i in rows], self.cfg.microbatch_tokens, [group_ids[i] for i in rows]
+        )
+        microbatches = self._as_many_as_every_rank(microbatches)
         totals: dict[str, float] = defaultdict(float)
         self.engine.train()
-        for microbatch in microbatches([len(columns["tokens"][i]) for i in rows], self.cfg.microbatch_size):
-            metrics = self._backward([rows[i] for i in microbatch], columns, num_tokens)
-            for key, value in metrics.items():
-                totals[key] += value * (1.0 if key == "tokens" else metrics["tokens"])
-            self.engine.step()  # DeepSpeed updates only at the accumulation boundary (the last microbatch)
+        # One autocast region for the whole update: the bf16 copies of the weights are cast once, not per microbatch.
+        with autocast(self.cfg, self.device):
+            for microbatch in microbatches:
+                metrics = self._backward([rows[i] for i in microbatch], columns, num_tokens)
+                for key, value in metrics.items():
+                    totals[key] += value * (1.0 if key == "tokens" else metrics["tokens"])
+        unclipped_norm = None if self.world_size > 1 else grad_norm(self.engine.module)  # stage 0 records none
+        self.engine.step()  # the update's one accumulation boundary (deepspeed_config: unmanaged accumulation)
         tokens = max(totals.pop("tokens"), 1.0)
         result = {key: value / tokens for key, value in totals.items()}
         result["tokens"] = tokens
-        result["loss/grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        result["loss/grad_norm"] = float(
+            unclipped_norm if unclipped_norm is not None else self.engine.get_global_grad_norm()
+        )
         return result
 
     def _backward(self, rows: list[int], columns: dict, num_tokens: float) -> dict[str, float]:
-        input_ids, attention_mask = pad([columns["tokens"][i] for i in rows], self.tokenizer.pad_token_id or 0)
-        per_token = {
-            "action_mask": padded([columns["action_mask"][i] for i in rows], input_ids.shape, torch.bool),
-            "behavior_logp": padded([columns["behavior_logp"][i] for i in rows], input_ids.shape, torch.float32),
-            "ref_logp": padded([columns["ref_logp"][i] for i in rows], input_ids.shape, torch.float32),
-            # each action token carries its step's advantage (step_index -1 off actions)
-            "advantage": padded(
-                [_token_advantage(columns["step_advantage"][i], columns["step_index"][i]) for i in rows],
-                input_ids.shape,
-                torch.float32,
-            ),
-        }
-        per_token = {key: value.to(self.device) for key, value in per_token.items()}
-        with autocast(self.cfg, self.device):
-            policy_logp = token_logp(
-                self.engine.module,
-                input_ids.to(self.device),
-                attention_mask.to(self.device),
-                temperature=self.temperature,
-                chunk_size=self.cfg.logp_chunk_size,
-            )
+        """Forward and backward of one packed microbatch; per-token tensors hold its action tokens only."""
+        packed = pack([columns["tokens"][i] for i in rows], [columns["action_mask"][i] for i in rows])
+
+        def on_actions(values: list[np.ndarray]) -> torch.Tensor:  # (1, M) in the order of packed.positions
+            picked = [np.asarray(v, dtype=np.float32)[p] for v, p in zip(values, packed.positions)]
+            return torch.from_numpy(np.concatenate(picked))[None].to(self.device)
+
+        advantage = [_token_advantage(columns["step_advantage"][i], columns["step_index"][i]) for i in rows]
+        logp = packed_logp(
+            self.engine.module, packed, temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size
+        )
+        policy_logp = logp[torch.from_numpy(np.concatenate(packed.gather)).to(self.device)][None]  # (1, M)
         loss, metrics = policy_loss(
             policy_logp,
-            per_token["behavior_logp"],
-            per_token["ref_logp"],
-            per_token["advantage"],
-            per_token["action_mask"],
+            on_actions([columns["behavior_logp"][i] for i in rows]),
+            on_actions([columns["ref_logp"][i] for i in rows]),
+            on_actions(advantage),
+            torch.ones_like(policy_logp, dtype=torch.bool),
             max_importance_ratio=self.cfg.max_importance_ratio,
             kl_coef=self.cfg.kl_coef,
             kl_estimator=self.cfg.kl_estimator,
@@ -118,10 +118,18 @@ class Learner:
         )
         self._stop_if_not_finite(loss)
         # --- plumbing ---
-        # The loss is already a token mean over the whole batch; DeepSpeed would divide it again by the
-        # accumulation steps, and it averages gradients over ranks, so undo both.
+        # The loss is already a token mean over the whole batch, and DeepSpeed averages gradients over ranks.
         self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
         return metrics
+
+    def _as_many_as_every_rank(self, microbatches: list[list[int]]) -> list[list[int]]:
+        """Split microbatches until this rank has as many as the rank with the most: each backward takes part in
+        ZeRO's gradient collectives, so every rank must run the same number."""
+        if self.world_size == 1:
+            return microbatches
+        count = torch.tensor([len(microbatches)], dtype=torch.long, device=self.device)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        return split_to(microbatches, int(count.item()))
 
     def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
         # Every rank must agree before anyone raises, or the healthy ranks hang in the next all-reduce.
@@ -213,17 +221,53 @@ def init_distributed(rank: int, world_size: int, address: str, port: int) -> Non
 
 
 def deepspeed_config(cfg: LearnerConfig, world_size: int, device: torch.device) -> dict:
-    """DeepSpeed's JSON config, generated from LearnerConfig (never a second file to keep in sync)."""
-    per_rank = cfg.batch_size // world_size
+    """DeepSpeed's JSON config, generated from LearnerConfig (never a second file to keep in sync).
+
+    Microbatches are packed to a token budget, so their number varies per update: accumulation is unmanaged
+    (every engine.step() is the boundary), and the batch-size entries are only DeepSpeed's bookkeeping.
+    """
     return {
-        "train_micro_batch_size_per_gpu": cfg.microbatch_size,
-        "gradient_accumulation_steps": math.ceil(per_rank / cfg.microbatch_size),
-        "train_batch_size": cfg.microbatch_size * math.ceil(per_rank / cfg.microbatch_size) * world_size,
-        "zero_optimization": {"stage": cfg.zero_stage},
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": world_size,
+        "managed_gradient_accumulation": False,
+        # ZeRO partitions state over ranks; a world of one has nothing to partition, and stage 2's per-backward
+        # gradient bucketing then measured 2.5 s of an update on CPU (benchmarks/RESULTS.md), so it runs stage 0.
+        "zero_optimization": {"stage": cfg.zero_stage if world_size > 1 else 0},
         "gradient_clipping": cfg.max_grad_norm,
         "bf16": {"enabled": weights_dtype(cfg, device) == torch.bfloat16},
         "steps_per_print": 2**31 - 1,
     }
+
+
+def grad_norm(module: torch.nn.Module) -> float:
+    """The L2 norm of all gradients, before clipping."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def rank_rows(num_rows: int, rank: int, world_size: int) -> list[int]:
+    """This rank's contiguous share of the batch. The batch comes in task order with each group's trajectories
+    together, so a contiguous share keeps a group (and its shared prompt) on one rank where it can."""
+    return [int(i) for i in np.array_split(np.arange(num_rows), world_size)[rank]]
+
+
+def split_to(microbatches: list[list[int]], count: int) -> list[list[int]]:
+    """Halve the largest microbatch until there are `count` (needs count <= the number of sequences)."""
+    out = [list(m) for m in microbatches]
+    while len(out) < count:
+        largest = max(range(len(out)), key=lambda i: len(out[i]))
+        if len(out[largest]) < 2:
+            raise ValueError(f"cannot split {sum(map(len, out))} sequences into {count} microbatches")
+        half = len(out[largest]) // 2
+        out[largest : largest + 1] = [out[largest][:half], out[largest][half:]]
+    return out
+
+
+def adamw(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """A client torch AdamW, fused (one kernel over all tensors; CPU and CUDA): DeepSpeed's own Adam ops are
+    JIT-compiled on first use (minutes on CPU)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=True)
 
 
 def default_device() -> torch.device:
@@ -246,12 +290,4 @@ def _token_advantage(step_advantage: np.ndarray, step_index: np.ndarray) -> np.n
     on_action = step_index >= 0
     out = np.zeros(len(step_index), dtype=np.float32)
     out[on_action] = step_advantage[step_index[on_action]]
-    return out
-
-
-def padded(rows: list[np.ndarray], shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-    """(B, T) right-padded with zeros (False)."""
-    out = torch.zeros(shape, dtype=dtype)
-    for b, row in enumerate(rows):
-        out[b, : len(row)] = torch.tensor(np.asarray(row), dtype=dtype)  # copies: Arrow memory is read-only
     return out

@@ -19,42 +19,42 @@ from actors.trajectory import from_ipc, ragged, to_ipc, with_columns
 from learner.advantage import progress_advantage, step_sums
 from learner.config import LearnerConfig
 from learner.learner import (
+    adamw,
     autocast,
     deepspeed_config,
     default_device,
     free_port,
     init_distributed,
-    padded,
     weights_dtype,
 )
-from learner.logp import microbatches, pad, token_logp
+from learner.logp import pack, packed_logp, plan, prepare_model, sequence_logp
 
 
 class Scorer:
     def __init__(self, cfg: LearnerConfig, *, model_dir: str, temperature: float, seed: int):
         import deepspeed
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
         init_distributed(0, 1, "127.0.0.1", free_port())  # a world of one: DeepSpeed needs a process group
         self.device = default_device()
-        self.pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
         dtype = weights_dtype(cfg, self.device)
-        self.ref = _frozen(model_dir, dtype, self.device)
+        self.ref = _frozen(model_dir, cfg, self.device)
         self.prm = self.numerator = self.denominator = None
         if cfg.scorer == "implicit_prm":
             # Same weights, dtype and code path as the reference, so numerical error cancels in the ratio.
             prm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device)
-            optimizer = torch.optim.AdamW(prm.parameters(), lr=cfg.prm_lr, weight_decay=0.0)
+            prepare_model(prm)
+            optimizer = adamw(prm, cfg.prm_lr)
             config = deepspeed_config(cfg, 1, self.device)  # the PRM trains in a world of its own
             self.prm, *_ = deepspeed.initialize(model=prm, optimizer=optimizer, config=config)
         elif cfg.scorer == "frozen":
             for other in filter(None, (cfg.scorer_policy, cfg.scorer_ref)):
                 _check_same_tokenizer(model_dir, other)
-            self.numerator = _frozen(cfg.scorer_policy, dtype, self.device)
-            self.denominator = _frozen(cfg.scorer_ref, dtype, self.device) if cfg.scorer_ref else None
+            self.numerator = _frozen(cfg.scorer_policy, cfg, self.device)
+            self.denominator = _frozen(cfg.scorer_ref, cfg, self.device) if cfg.scorer_ref else None
         elif cfg.scorer == "lagged":
-            self.numerator = _frozen(model_dir, dtype, self.device)  # version 0 is the reference itself
+            self.numerator = _frozen(model_dir, cfg, self.device)  # version 0 is the reference itself
             self._versions: deque = deque()
             self._version = 0  # the policy version last received
         self.cfg, self.temperature = cfg, temperature
@@ -64,22 +64,24 @@ class Scorer:
     def score(self, batch: bytes) -> tuple[bytes, dict[str, float]]:
         """Add ref_logp and progress_adv to the batch, then train the implicit PRM on its outcomes.
 
-        The scores come from the forward pass of the PRM's own update, before its optimizer step: one
-        pass instead of two, and the live AUROC measures the scorer on trajectories it was not yet
-        trained on.
+        Every log-prob is taken on action tokens only (ref_logp is 0 elsewhere): the KL term and the progress
+        advantage use nothing else. The scores come from the forward pass of the PRM's own update, before its
+        optimizer step: one pass instead of two, and the live AUROC measures the scorer on trajectories it
+        was not yet trained on.
         """
         table = from_ipc(batch)
         tokens, masks = ragged(table, "tokens"), ragged(table, "action_mask")
         step_index, num_steps = ragged(table, "step_index"), table.column("num_steps").to_numpy()
-        ref_logp = self._logp(self.ref, tokens)
+        groups = table.column("group_id").to_pylist()
+        ref_logp = self._logp(self.ref, tokens, masks, groups)
         metrics: dict[str, float] = {}
         if self.prm is not None:
             outcome = np.clip(table.column("outcome").to_numpy().astype(np.float32), 0.0, 1.0)
-            scorer_logp, metrics["score/prm_loss"] = self._train_prm(tokens, masks, ref_logp, outcome)
+            scorer_logp, metrics["score/prm_loss"] = self._train_prm(tokens, masks, groups, ref_logp, outcome)
             base_logp = ref_logp
         elif self.numerator is not None:
-            scorer_logp = self._logp(self.numerator, tokens)
-            base_logp = ref_logp if self.denominator is None else self._logp(self.denominator, tokens)
+            scorer_logp = self._logp(self.numerator, tokens, masks, groups)
+            base_logp = ref_logp if self.denominator is None else self._logp(self.denominator, tokens, masks, groups)
         else:
             scorer_logp = base_logp = ref_logp  # scorer "none": a progress advantage of exactly 0
         logratio = [
@@ -90,53 +92,51 @@ class Scorer:
         scored = with_columns(table, ref_logp=ref_logp, progress_adv=[p.astype(np.float32) for p in progress])
         return to_ipc(scored), metrics
 
-    def _train_prm(self, tokens, masks, ref_logp, outcome: np.ndarray) -> tuple[list[np.ndarray], float]:
+    def _train_prm(self, tokens, masks, groups, ref_logp, outcome: np.ndarray) -> tuple[list[np.ndarray], float]:
         """One update of pi_phi: the outcome is predicted by sigmoid(beta * sum of action-token log-ratios).
 
-        Returns the (T,) log-probs of pi_phi before the update, and the loss.
+        Returns the (T,) log-probs of pi_phi before the update (0 off actions), and the loss.
         """
         self.prm.train()
-        total, before = 0.0, [np.zeros(0, np.float32)] * len(tokens)
-        for rows in microbatches([len(t) for t in tokens], self.cfg.microbatch_size):
-            input_ids, attention_mask = pad([tokens[i] for i in rows], self.pad_id)
-            mask = padded([masks[i] for i in rows], input_ids.shape, torch.bool).to(self.device)
-            ref = padded([ref_logp[i] for i in rows], input_ids.shape, torch.float32).to(self.device)
-            with autocast(self.cfg, self.device):
-                logp = token_logp(
-                    self.prm.module,
-                    input_ids.to(self.device),
-                    attention_mask.to(self.device),
-                    temperature=self.temperature,
-                    chunk_size=self.cfg.logp_chunk_size,
-                )
-            for b, i in enumerate(rows):
-                before[i] = logp[b, : len(tokens[i])].detach().float().cpu().numpy()
-            reward = self.cfg.beta * torch.where(mask, logp - ref, 0.0).sum(dim=1)  # (B,)
-            target = torch.as_tensor(outcome[rows], device=self.device)
-            loss = F.binary_cross_entropy_with_logits(reward, target, reduction="sum") / len(tokens)
-            self.prm.backward(loss, scale_wrt_gas=False)
-            self.prm.step()  # DeepSpeed updates only after the last microbatch: every forward saw the old PRM
-            total += loss.item()
+        total, before = 0.0, [np.zeros(len(t), np.float32) for t in tokens]
+        with autocast(self.cfg, self.device):  # one region: the weights' bf16 copies are cast once per update
+            for rows in plan(tokens, self.cfg.microbatch_tokens, groups):
+                total += self._prm_backward(rows, tokens, masks, ref_logp, outcome, before)
+        self.prm.step()  # the one accumulation boundary: every forward above saw the PRM before this update
         return before, total
 
+    def _prm_backward(self, rows, tokens, masks, ref_logp, outcome, before: list[np.ndarray]) -> float:
+        """Forward and backward of one packed microbatch of the PRM loss; fills `before` with its log-probs."""
+        packed = pack([tokens[i] for i in rows], [masks[i] for i in rows])
+        logp = packed_logp(self.prm.module, packed, temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size)
+        gather = torch.from_numpy(np.concatenate(packed.gather)).to(self.device)
+        ref = torch.from_numpy(np.concatenate([ref_logp[i][p] for i, p in zip(rows, packed.positions)]))
+        sequence = torch.from_numpy(np.repeat(np.arange(len(rows)), [len(p) for p in packed.positions]))
+        logratio = logp[gather] - ref.to(self.device)  # (M,) on the microbatch's action tokens
+        reward = self.cfg.beta * torch.zeros(len(rows), device=self.device).index_add(
+            0, sequence.to(self.device), logratio
+        )  # (B,)
+        target = torch.as_tensor(outcome[rows], device=self.device)
+        loss = F.binary_cross_entropy_with_logits(reward, target, reduction="sum") / len(tokens)
+        self.prm.backward(loss, scale_wrt_gas=False)
+        values = logp.detach().float().cpu().numpy()
+        for i, g, p in zip(rows, packed.gather, packed.positions):
+            before[i][p] = values[g]
+        return loss.item()
+
     # --- plumbing ---
-    @torch.no_grad()
-    def _logp(self, model, tokens: list[np.ndarray]) -> list[np.ndarray]:
-        """(T,) float32 log-probs of each trajectory's tokens, in length-sorted microbatches."""
-        out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(tokens)
-        for rows in microbatches([len(t) for t in tokens], self.cfg.microbatch_size):
-            input_ids, attention_mask = pad([tokens[i] for i in rows], self.pad_id)
-            with autocast(self.cfg, self.device):
-                logp = token_logp(
-                    model,
-                    input_ids.to(self.device),
-                    attention_mask.to(self.device),
-                    temperature=self.temperature,
-                    chunk_size=self.cfg.logp_chunk_size,
-                ).cpu()
-            for b, i in enumerate(rows):
-                out[i] = logp[b, : len(tokens[i])].numpy().astype(np.float32)
-        return out
+    def _logp(self, model, tokens: list[np.ndarray], masks: list[np.ndarray], groups: list) -> list[np.ndarray]:
+        """(T,) float32 log-probs of each trajectory's action tokens (0 elsewhere), packed per group."""
+        with autocast(self.cfg, self.device):
+            return sequence_logp(
+                model,
+                tokens,
+                scored=masks,
+                groups=groups,
+                temperature=self.temperature,
+                max_tokens=self.cfg.microbatch_tokens,
+                chunk_size=self.cfg.logp_chunk_size,
+            )
 
     def save_checkpoint(self, path: str) -> None:
         """The trained implicit PRM with its optimizer (the other scorers hold no state of their own)."""
@@ -163,10 +163,18 @@ class Scorer:
             self.numerator.load_state_dict(self._versions.popleft(), strict=False)
 
 
-def _frozen(model_dir: str, dtype: torch.dtype, device: torch.device):
+def _frozen(model_dir: str, cfg: LearnerConfig, device: torch.device):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype(cfg, device)).to(device).eval()
+    prepare_model(model)  # refuse a model family the log-prob path would score wrong
+    if cfg.dtype == "bfloat16" and device.type == "cpu":
+        # Autocast would cast these weights to bf16 on every forward (a frozen weight's cast is not cached); the
+        # cast done once gives the same values, so the ratio to the PRM, which is cast by autocast, is unchanged.
+        head = model.get_output_embeddings()  # often tied to the input embedding, which stays fp32
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module is not head:
+                module.to(torch.bfloat16)
     return model.requires_grad_(False)
 
 

@@ -101,7 +101,7 @@ def test_policy_behavior_ratio_is_one_after_broadcast(engine, hf_model, tiny_mod
     """The learner's chunked log-probs of the sampled tokens equal vLLM's behaviour log-probs."""
     from transformers import AutoTokenizer
 
-    from learner.logp import pad, token_logp
+    from learner.logp import sequence_logp
 
     weights = _perturbed(hf_model, seed=2)
     _broadcast(engine, weights)
@@ -110,11 +110,9 @@ def test_policy_behavior_ratio_is_one_after_broadcast(engine, hf_model, tiny_mod
     prompts = [f"open the {c} door of room {i}" for i, c in enumerate(["red", "blue", "green", "white"] * 2)]
     ids, completions = _sample(engine, tokenizer, prompts, temperature)
     sequences = [p + c.token_ids for p, c in zip(ids, completions)]
-    input_ids, attention_mask = pad(sequences)
-    with torch.no_grad():
-        logp = token_logp(hf_model, input_ids, attention_mask, temperature=temperature, chunk_size=7)
+    logp = sequence_logp(hf_model, sequences, temperature=temperature, chunk_size=7)
     for b, (prompt, completion) in enumerate(zip(ids, completions)):
-        learner = logp[b, len(prompt) : len(prompt) + len(completion.token_ids)].numpy()
+        learner = logp[b][len(prompt) : len(prompt) + len(completion.token_ids)]
         ratio = np.exp(learner - np.array(completion.logp))
         assert np.abs(ratio - 1.0).max() < 1e-4
 

@@ -158,7 +158,7 @@ def test_cpu_smoke_config_loads():
     cfg = load(str(SMOKE))
     assert cfg.num_iterations == 2
     assert cfg.learner.model == "tiny-random" and cfg.learner.num_learners == 2
-    assert (cfg.learner.batch_size, cfg.learner.group_size, cfg.learner.microbatch_size) == (8, 4, 4)
+    assert (cfg.learner.batch_size, cfg.learner.group_size, cfg.learner.microbatch_tokens) == (8, 4, 256)
     assert cfg.actors.dtype == "float32" and cfg.actors.kv_cache_gb == 0.25
 
 
@@ -234,7 +234,7 @@ def test_check_rejects_batch_not_multiple_of_num_learners():
         ({"learner": {"group_size": 1, "batch_size": 32}}, "a group of one has no baseline"),
         ({"learner": {"zero_stage": 4}}, "learner.zero_stage (4)"),
         ({"learner": {"zero_stage": -1}}, "learner.zero_stage (-1)"),
-        ({"learner": {"microbatch_size": 0}}, "learner.microbatch_size (0)"),
+        ({"learner": {"microbatch_tokens": 0}}, "learner.microbatch_tokens (0)"),
         ({"learner": {"kl_coef": -0.1}}, "learner.kl_coef (-0.1)"),
         ({"learner": {"beta": 0.0}}, "learner.beta (0.0)"),
         ({"cluster": {"dashboard_port": 0}}, "cluster.dashboard_port (0) must be in 1..65535"),

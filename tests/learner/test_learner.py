@@ -10,10 +10,17 @@ import torch
 from actors.trajectory import Trajectory, from_ipc, ragged, to_ipc, to_table, with_columns
 from learner.advantage import step_sums
 from learner.config import LearnerConfig
-from learner.logp import pad, token_logp
+from learner.logp import sequence_logp
 
 CFG = LearnerConfig(
-    model="tiny-random", dtype="float32", batch_size=4, group_size=2, microbatch_size=2, lr=1e-3, beta=0.5, prm_lr=1e-3
+    model="tiny-random",
+    dtype="float32",
+    batch_size=4,
+    group_size=2,
+    microbatch_tokens=64,
+    lr=1e-3,
+    beta=0.5,
+    prm_lr=1e-3,
 )
 
 
@@ -69,25 +76,38 @@ def test_untrained_prm_gives_exactly_zero_progress_advantage(scorer):
     assert metrics["score/prm_loss"] == pytest.approx(4 * np.log(2) / 4, rel=1e-5)  # BCE of logit 0
 
 
+def test_untrained_prm_is_exactly_the_reference_in_bf16_too(tiny_model_dir):
+    """On CPU the reference's linear weights are stored in bf16 once while the PRM's are cast by autocast on the
+    fly: the two must still agree bit for bit, or an untrained PRM would score noise."""
+    from dataclasses import replace
+
+    from learner.scorer import Scorer
+
+    scorer = Scorer(replace(CFG, dtype="bfloat16"), model_dir=tiny_model_dir, temperature=0.7, seed=0)
+    assert scorer.ref.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    scored, _ = scorer.score(_batch())
+    assert all(np.all(p == 0.0) for p in ragged(from_ipc(scored), "progress_adv"))
+
+
 def test_progress_advantage_is_beta_times_step_sum_of_prm_minus_ref_logratio(scorer):
     scorer.score(_batch(seed=1))  # one PRM update away from the reference
     batch = _batch(seed=2)
     table = from_ipc(batch)
     tokens = ragged(table, "tokens")
-    with torch.no_grad():  # the expected values, from the PRM before this call's update
-        ids, attention = pad(tokens)
-        prm = token_logp(scorer.prm.module, ids, attention, temperature=0.7)
-        ref = token_logp(scorer.ref, ids, attention, temperature=0.7)
+    # the expected values, from the PRM before this call's update, on every token
+    prm = sequence_logp(scorer.prm.module, tokens, temperature=0.7)
+    ref = sequence_logp(scorer.ref, tokens, temperature=0.7)
     scored = from_ipc(scorer.score(batch)[0])
     for b, (progress, index, mask) in enumerate(
         zip(ragged(scored, "progress_adv"), ragged(table, "step_index"), ragged(table, "action_mask"))
     ):
-        diff = np.where(mask, (prm[b] - ref[b])[: len(mask)].numpy(), 0.0)
+        diff = np.where(mask, prm[b] - ref[b], 0.0)
         np.testing.assert_allclose(progress, 0.5 * step_sums(diff, index, 2), atol=1e-5)
         assert np.abs(progress).max() > 0
-    np.testing.assert_allclose(
+    masks = ragged(table, "action_mask")
+    np.testing.assert_allclose(  # ref_logp is the reference's on action tokens, 0 elsewhere
         np.concatenate(ragged(scored, "ref_logp")),
-        np.concatenate([r[: len(t)] for r, t in zip(ref.numpy(), tokens)]),
+        np.concatenate([np.where(m, r, 0.0) for r, m in zip(ref, masks)]),
         atol=1e-6,
     )
 
@@ -96,10 +116,7 @@ def _on_policy(learner, batch: bytes, advantage: float) -> bytes:
     """The batch with behaviour = reference = the learner's own log-probs, and a constant advantage."""
     table = from_ipc(batch)
     tokens = ragged(table, "tokens")
-    ids, attention = pad(tokens)
-    with torch.no_grad():
-        logp = token_logp(learner.engine.module, ids, attention, temperature=0.7).numpy()
-    own = [logp[b, : len(t)].astype(np.float32) for b, t in enumerate(tokens)]
+    own = sequence_logp(learner.engine.module, tokens, temperature=0.7)
     behavior = [np.where(m, o, 0.0).astype(np.float32) for m, o in zip(ragged(table, "action_mask"), own)]
     steps = [np.full(2, advantage, np.float32) for _ in tokens]
     return to_ipc(with_columns(table, behavior_logp=behavior, ref_logp=own, progress_adv=steps, step_advantage=steps))
@@ -150,13 +167,14 @@ def _perturbed_copy(model_dir: str, out, seed: int) -> str:
 
 def _expected_progress(numerator, denominator, table, beta: float) -> list[np.ndarray]:
     tokens = ragged(table, "tokens")
-    ids, attention = pad(tokens)
-    with torch.no_grad():
-        diff = token_logp(numerator, ids, attention, temperature=0.7) - token_logp(
-            denominator, ids, attention, temperature=0.7
+    diff = [
+        n - d
+        for n, d in zip(
+            sequence_logp(numerator, tokens, temperature=0.7), sequence_logp(denominator, tokens, temperature=0.7)
         )
+    ]
     return [
-        beta * step_sums(np.where(mask, diff[b, : len(mask)].numpy(), 0.0), index, 2)
+        beta * step_sums(np.where(mask, diff[b], 0.0), index, 2)
         for b, (mask, index) in enumerate(zip(ragged(table, "action_mask"), ragged(table, "step_index")))
     ]
 
