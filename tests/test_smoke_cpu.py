@@ -34,7 +34,7 @@ METRIC_KEYS = [
     "system/restarts_rollout",
     "system/restarts_env",
     "rollout/num_trajectories",
-    "rollout/tokens_per_s",
+    "rollout/sustained_tokens_per_s",
     "score/progress_adv_mean",
     "loss/policy",
     "loss/kl",
