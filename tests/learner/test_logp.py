@@ -8,11 +8,11 @@ import transformers
 
 from learner.logp import (
     UnsupportedModelError,
-    prepare_model,
     pack,
     packed_logp,
     packed_size,
     plan,
+    prepare_model,
     sequence_logp,
     token_logp,
 )
