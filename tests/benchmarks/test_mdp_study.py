@@ -64,6 +64,7 @@ def test_oracle_signal_has_rho_one_and_the_run_improves_j():
     mdp = make_mdps(cell, CFG, seeds=4, seed=3)
     out = run_arm(cell, CFG, mdp, "oracle", "consistent", True, seed=0)
     np.testing.assert_allclose(out["rho"], 1.0, atol=1e-9)
+    np.testing.assert_allclose(out["rho_residual"], 1.0, atol=1e-9)  # its delta is the oracle's delta
     assert np.median(out["final_fraction"]) > 0.3  # 30 Adam updates close a good part of the gap
     grpo = run_arm(cell, CFG, mdp, "grpo", "-", True, seed=0)
     assert np.isnan(grpo["rho"]).all()  # no step signal, no correlation
