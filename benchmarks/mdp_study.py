@@ -381,22 +381,30 @@ def plot(rows: list[dict], results: list[dict], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     for form, marker in (("raw", "x"), ("consistent", "o")):
-        pts = [(r["rho"], r["ratio"][0]) for r in rows if r["form"] == form and np.isfinite(r["rho"])]
+        pts = [(r["rho_residual"], r["ratio"][0]) for r in rows if r["form"] == form and np.isfinite(r["rho_residual"])]
         if pts:
             x, y = zip(*pts)
             left.scatter(x, np.minimum(y, 4), marker=marker, alpha=0.6, label=form)
     left.axhline(1, color="grey", lw=0.8)
-    left.set(xlabel="Pearson rho of the step signal with A*", ylabel="median samples to 90% / grpo-std (cap 4)",
-             yscale="log", title="signal quality vs sample ratio, every cell")  # fmt: skip
+    left.set(
+        xlabel="rho of the arm's delta with A* - beta log pi_theta/pi_ref (the oracle's delta)",
+        ylabel="median samples to 90% / grpo-std (cap 4)",
+        yscale="log",
+        title="every cell, arm, form, baseline",
+    )
     left.legend()
-    cells = sorted({json.dumps(r["cell"]) for r in results})
-    last = json.loads(cells[-1])
+    cells = [json.loads(c) for c in sorted({json.dumps(r["cell"]) for r in results})]
+    last = max(cells, key=lambda c: (c["horizon"], c["reward"] == "sparse", c["transition"] == "stochastic"))
     for r in results:
-        if json.dumps(r["cell"]) == cells[-1] and r["baseline"] == "std" and r["form"] in ("-", "consistent"):
-            right.plot(r["mean_curve"], label=r["arm"])
+        if r["cell"] == last and r["baseline"] == "std" and r["form"] in ("-", "consistent"):
+            right.plot(np.linspace(0, 1, len(r["mean_curve"])), r["mean_curve"], label=r["arm"])
     right.axhline(0.9, color="grey", lw=0.8)
-    right.set(xlabel="update (every 1% of the run)", ylabel="mean fraction of J(pi*) - J(pi_ref) closed",
-              title=f"consistent form, std baseline: {last}")  # fmt: skip
+    right.set(
+        xlabel="fraction of the run",
+        ylabel="mean fraction of J(pi*) - J(pi_ref) closed",
+        ylim=(0.5, 1.0),
+        title="H={horizon} {reward} {transition} G={group_size}; consistent, std".format(**last),
+    )
     right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
