@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="built-in name or HF model directory")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
     parser.add_argument("--score", choices=["actions", "all"], default="actions", help="which tokens get a logp")
-    parser.add_argument("--microbatch-tokens", type=int, default=1024, help="ours: packed tokens per forward")
+    parser.add_argument("--microbatch-tokens", type=int, default=4096, help="ours: packed tokens per forward")
     parser.add_argument("--microbatch-size", type=int, default=8, help="naive: trajectories per forward")
     parser.add_argument("--groups", type=int, default=4, help="synthetic: groups of --group-size trajectories")
     parser.add_argument("--group-size", type=int, default=4)
@@ -118,10 +118,12 @@ def load_model(args: argparse.Namespace):
     from transformers import AutoModelForCausalLM
 
     from cluster.models import resolve_model
+    from learner.logp import prepare_model
 
     dtype = torch.bfloat16 if args.dtype == "bfloat16" and args.device != "cpu" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(resolve_model(args.model)), dtype=dtype)
-    return model.to(args.device).train()
+    model = AutoModelForCausalLM.from_pretrained(str(resolve_model(args.model)), dtype=dtype).to(args.device)
+    prepare_model(model)  # as the learner and scorer load it: tree attention (its own forward, naive's, stays sdpa)
+    return model.train()
 
 
 def memory_mib(device: str) -> float:

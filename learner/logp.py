@@ -461,8 +461,8 @@ def prepare_model(model: torch.nn.Module) -> None:
     model.eval()
     try:
         with torch.no_grad():
-            ours = packed_logp(model, pack([first.numpy(), second.numpy()]))
             packed = pack([first.numpy(), second.numpy()])
+            ours = packed_logp(model, packed)
             worst = 0.0
             for s, sequence in enumerate((first, second)):
                 logits = model(input_ids=sequence[None].to(device), use_cache=False).logits[0, :-1].float()
