@@ -38,10 +38,15 @@ class _QuietLoad(logging.Filter):
         return not any(text in record.getMessage() for text in QUIET_LOAD_WARNINGS)
 
 
+# The loggers that emit them (vLLM names its loggers by module); a logger's filter sees every record it emits.
+QUIET_LOGGERS = ("vllm.model_executor.models.utils", "vllm.model_executor.model_loader.reload.layerwise")
+
+
 def _quiet_weight_loading() -> None:
-    for handler in logging.getLogger("vllm").handlers:
-        if not any(isinstance(f, _QuietLoad) for f in handler.filters):
-            handler.addFilter(_QuietLoad())
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietLoad) for f in logger.filters):
+            logger.addFilter(_QuietLoad())
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,16 @@ def test_without_lockstep_env_timing_changes_the_samples(engine, tiny_model_dir)
     fast_first = _play_in_lockstep(engine, tokenizer, FAST_FIRST)
     slow_first = _play_in_lockstep(engine, tokenizer, SLOW_FIRST)
     assert fast_first != slow_first
+
+
+def test_weight_load_warnings_are_filtered_and_others_are_not(caplog):
+    import logging
+
+    from actors.engine import QUIET_LOGGERS, _quiet_weight_loading
+
+    _quiet_weight_loading()
+    logger = logging.getLogger(QUIET_LOGGERS[0])
+    with caplog.at_level(logging.WARNING, logger=QUIET_LOGGERS[0]):
+        logger.warning("Attempted to load weight %s with dtype %s into %s", "norm.weight", "float32", "bfloat16")
+        logger.warning("something else went wrong")
+    assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]

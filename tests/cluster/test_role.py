@@ -26,3 +26,18 @@ def test_an_actor_that_did_not_answer_has_no_value_and_keeps_its_count():
     counted = {0: stats(100, 1.0), 1: stats(100, 1.0)}
     assert engine_speeds(counted, {1: stats(200, 2.0)}, "rollout") == {"rollout/engine_tokens_per_s@rollout-1": 100.0}
     assert counted[0] == stats(100, 1.0)
+
+
+def test_engine_preload_adds_the_libraries_found_after_the_users_own(monkeypatch, tmp_path):
+    from cluster import role
+
+    tcmalloc, iomp = tmp_path / "libtcmalloc_minimal.so.4", tmp_path / "libiomp5.so"
+    tcmalloc.write_bytes(b"")
+    monkeypatch.setattr(role, "PRELOAD_LIBRARIES", ((str(tmp_path / "missing.so"), str(tcmalloc)), (str(iomp),)))
+    monkeypatch.setenv("LD_PRELOAD", "/opt/own.so")
+    assert role.engine_preload() == {"LD_PRELOAD": f"/opt/own.so:{tcmalloc}"}  # iomp5 is not there
+    iomp.write_bytes(b"")
+    monkeypatch.delenv("LD_PRELOAD")
+    assert role.engine_preload() == {"LD_PRELOAD": f"{tcmalloc}:{iomp}"}
+    monkeypatch.setattr(role, "PRELOAD_LIBRARIES", ((str(tmp_path / "missing.so"),),))
+    assert role.engine_preload() == {}
