@@ -10,7 +10,7 @@ pi* is the fixed point of outcome-only GRPO and J (the exact KL-regularised valu
 measure. GRPO outcome advantage (R_i - group mean) / (group std + eps) ("std") or R_i - group mean ("nostd").
 Every step t of trajectory i gets A_out[i] + coef * clip(signal[i, t] - group mean, -clip, clip), as
 learner/advantage.py does, with signal, in two forms:
-  raw:        the arm's estimate of A*(s_t, a_t)                                     (PAPER.md §8.4 as written)
+  raw:        the arm's estimate of A*(s_t, a_t)                                   (added to the outcome as it is)
   consistent: that estimate - beta * log pi_theta/pi_ref(a_t|s_t)        (zero at pi* for the oracle; KL-consistent)
 Arms (the estimate of A*):
   grpo             none (outcome only)

@@ -47,7 +47,7 @@ def test_sparse_solver_pays_only_at_the_end():
     assert (mdp["R"][:, :-1] == 0).all() and set(mdp["R"].unique().tolist()) <= {0.0, 1.0}
     assert (mdp["P"].sum(-1) == 1).all() and ((mdp["P"] == 0) | (mdp["P"] == 1)).all()
     adv, v = soft_solve(mdp["P"], mdp["R"], mdp["ref_logp"], CFG.beta)
-    # E_{a ~ pi_ref} exp(A*/beta) = 1 at every (t, s) (PAPER.md §2.6, point 5).
+    # E_{a ~ pi_ref} exp(A*/beta) = 1 at every (t, s) (pi* = pi_ref * exp(A*/beta) is a distribution).
     torch.testing.assert_close((mdp["ref_logp"] + adv / CFG.beta).exp().sum(-1), torch.ones_like(v))
 
 
