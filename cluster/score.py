@@ -154,17 +154,14 @@ def pair_logp(
     cancels in the ratio (PAPER.md §9.8). The same directory twice is loaded once.
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from learner.logp import prepare_model
+    from learner.logp import load_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
     def load(model_dir: str) -> torch.nn.Module:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-        prepare_model(model)
-        return model.requires_grad_(False)
+        return load_model(model_dir, dtype=dtype, device=device).eval().requires_grad_(False)
 
     models = [load(policy_dir)] if ref_dir == policy_dir else [load(policy_dir), load(ref_dir)]
     logp = score_logp(models, tokens, groups, max_tokens)

@@ -20,7 +20,7 @@ from actors.broadcast import tcp_store, weight_sync_group
 from actors.trajectory import from_ipc, ragged
 from learner.broadcast import plan_buckets, send
 from learner.config import LearnerConfig
-from learner.logp import pack, packed_logp, plan, prepare_model
+from learner.logp import load_model, pack, packed_logp, plan
 from learner.loss import policy_loss
 
 BUCKET_MB = 64.0
@@ -45,15 +45,14 @@ class Learner:
     def setup(self, address: str, port: int) -> None:
         """Join the learner world (all ranks concurrently, rendezvous at rank 0's address:port); build the policy."""
         import deepspeed
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         torch.manual_seed(self.seed + self.rank)
         init_distributed(self.rank, self.world_size, address, port)
         self.device = default_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=weights_dtype(self.cfg, self.device))
-        model.to(self.device)
-        prepare_model(model)  # refuse a model family the log-prob path would score wrong, before any update
+        # refuses a model family the log-prob path would score wrong, before any update
+        model = load_model(self.model_dir, dtype=weights_dtype(self.cfg, self.device), device=self.device)
         optimizer = adamw(model, self.cfg.lr)
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=deepspeed_config(self.cfg, self.world_size, self.device)
@@ -96,15 +95,14 @@ class Learner:
         """Forward and backward of one packed microbatch; per-token tensors hold its action tokens only."""
         packed = pack([columns["tokens"][i] for i in rows], [columns["action_mask"][i] for i in rows])
 
-        def on_actions(values: list[np.ndarray]) -> torch.Tensor:  # (1, M) in the order of packed.positions
-            picked = [np.asarray(v, dtype=np.float32)[p] for v, p in zip(values, packed.positions)]
-            return torch.from_numpy(np.concatenate(picked))[None].to(self.device)
+        def on_actions(values: list[np.ndarray]) -> torch.Tensor:  # (1, M) in the order of packed.order()
+            return torch.from_numpy(packed.on_scored(values))[None].to(self.device)
 
         advantage = [_token_advantage(columns["step_advantage"][i], columns["step_index"][i]) for i in rows]
         logp = packed_logp(
             self.engine.module, packed, temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size
         )
-        policy_logp = logp[torch.from_numpy(np.concatenate(packed.gather)).to(self.device)][None]  # (1, M)
+        policy_logp = logp[packed.order().to(self.device)][None]  # (1, M)
         loss, metrics = policy_loss(
             policy_logp,
             on_actions([columns["behavior_logp"][i] for i in rows]),

@@ -73,6 +73,20 @@ class Pack:
     positions: list[np.ndarray]  # per sequence, the positions j (>= 1) of its scored tokens, ascending
     segments: list[tuple[int, np.ndarray]]  # (first node, its sequence's whole path) for each run of new nodes
 
+    def order(self) -> Tensor:
+        """(M,) index into `scored` of every scored token, sequence after sequence: packed_logp(...)[order()]."""
+        return torch.from_numpy(np.concatenate(self.gather or [np.zeros(0, np.int64)]))
+
+    def on_scored(self, per_sequence: Sequence[np.ndarray]) -> np.ndarray:
+        """(M,) float32: each sequence's (T,) values at its scored tokens, in the order of order()."""
+        picked = [np.asarray(v, dtype=np.float32)[p] for v, p in zip(per_sequence, self.positions)]
+        return np.concatenate(picked or [np.zeros(0, np.float32)])
+
+    def spread(self, logp: np.ndarray, out: list[np.ndarray]) -> None:
+        """Write the (U,) logp of the scored nodes into each sequence's (T,) array `out[s]` at its scored tokens."""
+        for row, gather, positions in zip(out, self.gather, self.positions):
+            row[positions] = logp[gather]
+
 
 def pack(sequences: Sequence[np.ndarray], scored: Sequence[np.ndarray] | None = None) -> Pack:
     """Pack sequences into one prefix-tree row; `scored[s]` is a bool (T_s,) mask of the tokens to score
@@ -402,8 +416,7 @@ def sequence_logp(
     for rows in plan(sequences, max_tokens, groups):
         packed = pack([sequences[i] for i in rows], None if scored is None else [scored[i] for i in rows])
         logp = packed_logp(model, packed, temperature=temperature, chunk_size=chunk_size).cpu().numpy()
-        for i, gather, positions in zip(rows, packed.gather, packed.positions):
-            out[i][positions] = logp[gather]
+        packed.spread(logp, [out[i] for i in rows])
         done += len(rows)
         if progress is not None:
             progress(done)
@@ -435,6 +448,15 @@ def token_logp(
     index = (torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(cols)))
     flat = logp[torch.from_numpy(np.concatenate(packed.gather))] if len(logp) else logp
     return out.index_put(tuple(i.to(out.device) for i in index), flat)
+
+
+def load_model(model_dir: str, *, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """A transformers causal LM from a directory, on `device`, prepared for this path (prepare_model)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    prepare_model(model)
+    return model
 
 
 def prepare_model(model: torch.nn.Module) -> None:

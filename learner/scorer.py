@@ -27,13 +27,12 @@ from learner.learner import (
     init_distributed,
     weights_dtype,
 )
-from learner.logp import pack, packed_logp, plan, prepare_model, sequence_logp
+from learner.logp import load_model, pack, packed_logp, plan, sequence_logp
 
 
 class Scorer:
     def __init__(self, cfg: LearnerConfig, *, model_dir: str, temperature: float, seed: int):
         import deepspeed
-        from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
         init_distributed(0, 1, "127.0.0.1", free_port())  # a world of one: DeepSpeed needs a process group
@@ -43,8 +42,7 @@ class Scorer:
         self.prm = self.numerator = self.denominator = None
         if cfg.scorer == "implicit_prm":
             # Same weights, dtype and code path as the reference, so numerical error cancels in the ratio.
-            prm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device)
-            prepare_model(prm)
+            prm = load_model(model_dir, dtype=dtype, device=self.device)
             optimizer = adamw(prm, cfg.prm_lr)
             config = deepspeed_config(cfg, 1, self.device)  # the PRM trains in a world of its own
             self.prm, *_ = deepspeed.initialize(model=prm, optimizer=optimizer, config=config)
@@ -109,19 +107,16 @@ class Scorer:
         """Forward and backward of one packed microbatch of the PRM loss; fills `before` with its log-probs."""
         packed = pack([tokens[i] for i in rows], [masks[i] for i in rows])
         logp = packed_logp(self.prm.module, packed, temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size)
-        gather = torch.from_numpy(np.concatenate(packed.gather)).to(self.device)
-        ref = torch.from_numpy(np.concatenate([ref_logp[i][p] for i, p in zip(rows, packed.positions)]))
+        ref = torch.from_numpy(packed.on_scored([ref_logp[i] for i in rows]))
         sequence = torch.from_numpy(np.repeat(np.arange(len(rows)), [len(p) for p in packed.positions]))
-        logratio = logp[gather] - ref.to(self.device)  # (M,) on the microbatch's action tokens
+        logratio = logp[packed.order().to(self.device)] - ref.to(self.device)  # (M,) on the microbatch's actions
         reward = self.cfg.beta * torch.zeros(len(rows), device=self.device).index_add(
             0, sequence.to(self.device), logratio
         )  # (B,)
         target = torch.as_tensor(outcome[rows], device=self.device)
         loss = F.binary_cross_entropy_with_logits(reward, target, reduction="sum") / len(tokens)
         self.prm.backward(loss, scale_wrt_gas=False)
-        values = logp.detach().float().cpu().numpy()
-        for i, g, p in zip(rows, packed.gather, packed.positions):
-            before[i][p] = values[g]
+        packed.spread(logp.detach().float().cpu().numpy(), [before[i] for i in rows])
         return loss.item()
 
     # --- plumbing ---
@@ -164,10 +159,7 @@ class Scorer:
 
 
 def _frozen(model_dir: str, cfg: LearnerConfig, device: torch.device):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype(cfg, device)).to(device).eval()
-    prepare_model(model)  # refuse a model family the log-prob path would score wrong
+    model = load_model(model_dir, dtype=weights_dtype(cfg, device), device=device).eval()  # or refuse it
     if cfg.dtype == "bfloat16" and device.type == "cpu":
         # Autocast would cast these weights to bf16 on every forward (a frozen weight's cast is not cached); the
         # cast done once gives the same values, so the ratio to the PRM, which is cast by autocast, is unchanged.
