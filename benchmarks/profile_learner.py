@@ -46,6 +46,7 @@ def main() -> None:
         rank=0,
         world_size=1,
         seed=cfg.seed,
+        num_updates=cfg.num_iterations,
     )
     learner.setup("127.0.0.1", free_port())
 

@@ -3,6 +3,7 @@
     freelunch train [CONFIG.toml] [dotted.key=value ...] [--run-dir DIR] [--resume RUN_DIR] [--dry-run]
     freelunch score --policy DIR --ref DIR --input FILE --output FILE [...]   (see cluster/score.py)
     freelunch eval --policy DIR --env NAME [--num-tasks N] [--group-size K] [--out DIR] [...]   (see cluster/eval.py)
+    freelunch report RUN_DIR [RUN_DIR ...] [--out DIR] [--trajectories N] [--seed S]   (see cluster/report.py)
 
 With no config the quickstart runs: SmolLM2-135M-Instruct on the corridor env, on an embedded local
 Ray cluster (dashboard on http://127.0.0.1:8265). Under `ray job submit` it joins that cluster.
@@ -17,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from cluster import eval as eval_command
+from cluster import report as report_command
 from cluster import score as score_command
 from cluster.config import Config, ConfigError, dump, load
 
@@ -42,15 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     score_command.add_arguments(score)
     evaluate = commands.add_parser("eval", help="play a policy on an env's tasks and report its success rate")
     eval_command.add_arguments(evaluate)
+    report = commands.add_parser("report", help="an HTML page of a run, or of several overlaid: curves, trajectories")
+    report_command.add_arguments(report)
     args = parser.parse_args(argv)
     problem = broken_torchvision() if not getattr(args, "dry_run", False) else None
     if problem:
         print(f"freelunch: {problem}", file=sys.stderr)
         return 2
-    if args.command in ("score", "eval"):
+    if args.command in ("score", "eval", "report"):
         for key, value in DEFAULT_ENV.items():
             os.environ.setdefault(key, value)
-        return score_command.run_score(args) if args.command == "score" else eval_command.run_eval(args)
+        run = {"score": score_command.run_score, "eval": eval_command.run_eval, "report": report_command.run_report}
+        return run[args.command](args)
     try:
         config_path, overrides = _split(args.args)
         if args.resume:
@@ -71,7 +76,11 @@ def run_train(cfg: Config, run_dir: str | None, resume: bool = False) -> int:
     for key, value in DEFAULT_ENV.items():
         os.environ.setdefault(key, value)
     from cluster.models import resolve_model
+    from cluster.trackers import missing_packages
 
+    if problem := missing_packages(cfg.cluster.trackers):  # before a model is prepared or an actor starts
+        print(f"freelunch: {problem}", file=sys.stderr)
+        return 2
     try:
         model_dir = str(resolve_model(cfg.learner.model))
         if resume:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import envs
 from actors.config import ActorConfig
+from cluster.trackers import TRACKERS
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
 
@@ -49,6 +50,15 @@ class ClusterConfig:
     timeout_s: float = 900.0
     """Seconds any one role call may take before the run fails with an error naming the role; no wait
     is unbounded. 900 s leaves room for a slow first iteration (engine start-up)."""
+    trackers: list[str] = field(default_factory=list)
+    """Experiment trackers that receive every metric of metrics.jsonl, the iteration as the step, and the
+    config as hyperparameters: any of "tensorboard", "mlflow", "wandb", each the pip extra of the same name
+    (cluster/trackers.py). On the command line: cluster.trackers=tensorboard,mlflow."""
+    eval_every: int = 0
+    """Iterations between evaluations of the current policy on the env's eval split, and one after the last;
+    0 = none. The rollout actors play it beside the next iteration's rollouts (evals/, eval/* metrics)."""
+    eval_num_tasks: int = 0
+    """Tasks of the eval split each evaluation plays, the first ones, one trajectory each; 0 = all of them."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +174,19 @@ def _parse(tp: Any, text: str) -> Any:
             return float(text)
     except ValueError:
         pass
+    if typing.get_origin(tp) is list:
+        return _parse_list(text)
     return text  # str and Literal fields take the text as is
+
+
+def _parse_list(text: str) -> list | str:
+    """A list override: a TOML array (["a", "b"]) or comma-separated words (a,b); "" is the empty list."""
+    if text.strip().startswith("["):
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return text
+    return [word.strip() for word in text.split(",") if word.strip()]
 
 
 def _parse_option(text: str) -> str | int | float | bool:
@@ -188,6 +210,9 @@ def _is_a(tp: Any, value: Any) -> bool:
     an int is a float."""
     if typing.get_origin(tp) is Literal:
         return any(type(value) is type(c) and value == c for c in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_is_a(item, v) for v in value)
     if typing.get_origin(tp) is dict:  # a table of options: plain values only
         return isinstance(value, dict) and all(
             isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()
@@ -206,6 +231,8 @@ def _type_name(tp: Any) -> str:
         return "bool (true or false)"
     if typing.get_origin(tp) is dict:
         return "a table of option = string, number or bool"
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
     return tp.__name__
 
 
@@ -317,6 +344,24 @@ def check(cfg: Config) -> None:
     need(cluster.save_every >= 0, f"cluster.save_every ({cluster.save_every}) must be >= 0 (0 = no checkpoints)")
     need(cluster.keep_checkpoints >= 1, f"cluster.keep_checkpoints ({cluster.keep_checkpoints}) must be >= 1")
     need(cluster.timeout_s > 0, f"cluster.timeout_s ({cluster.timeout_s}) must be > 0: every wait is bounded")
+    unknown = [name for name in cluster.trackers if name not in TRACKERS]
+    need(not unknown, f"cluster.trackers ({cluster.trackers}): {unknown} unknown; trackers are {', '.join(TRACKERS)}")
+    need(
+        len(set(cluster.trackers)) == len(cluster.trackers),
+        f"cluster.trackers ({cluster.trackers}) names a tracker twice",
+    )
+    need(cluster.eval_every >= 0, f"cluster.eval_every ({cluster.eval_every}) must be >= 0 (0 = no evaluation)")
+    need(
+        cluster.eval_num_tasks >= 0,
+        f"cluster.eval_num_tasks ({cluster.eval_num_tasks}) must be >= 0 (0 = the whole eval split)",
+    )
+    need(
+        learner.lr_warmup_iterations >= 0, f"learner.lr_warmup_iterations ({learner.lr_warmup_iterations}) must be >= 0"
+    )
+    need(
+        0.0 <= learner.lr_min_ratio <= 1.0,
+        f"learner.lr_min_ratio ({learner.lr_min_ratio}) must be in [0, 1]: the decayed rate as a share of learner.lr",
+    )
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -363,6 +408,8 @@ def _toml_value(value: Any) -> str:
         return int.__repr__(value)
     if isinstance(value, float):
         return float.__repr__(value)  # shortest text that parses back to the same float; inf/nan are TOML too
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):

@@ -28,7 +28,7 @@ from actors.trajectory import concat, from_ipc, write_parquet
 from cluster.config import Config, ConfigError, load
 from cluster.files import write_atomically
 from cluster.models import resolve_model
-from envs import make_env
+from envs import Task, make_env
 from envs.tasks import SPLITS
 
 if TYPE_CHECKING:
@@ -62,31 +62,41 @@ def run_eval(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("evals") / time.strftime("%Y%m%d-%H%M%S"))
     start = time.monotonic()
     table, env_restarts = asyncio.run(play(cfg, model_dir, work))
-    summary = {
-        "policy": model_dir,
-        "env": cfg.env.name,
-        "split": args.split,
-        "num_tasks": len(work) // args.group_size,
-        "group_size": args.group_size,
-        "seed": cfg.seed,
-        **summarize(table),
-        "env_restarts": env_restarts,
-        "time_s": round(time.monotonic() - start, 2),
-        "env_config": dataclasses.asdict(cfg.env),
-        "actors_config": dataclasses.asdict(cfg.actors),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_parquet(table, out / "trajectories.parquet")
-    write_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = summary_of(
+        cfg, table, policy=model_dir, split=args.split, group_size=args.group_size, time_s=time.monotonic() - start
+    )
+    summary["env_restarts"] = env_restarts
+    write_results(out, table, summary)
     print(report(summary))
     print(f"freelunch: wrote {out / 'trajectories.parquet'} and {out / 'summary.json'}")
     return 0
 
 
+def summary_of(cfg: Config, table: pa.Table, *, policy: str, split: str, group_size: int, time_s: float) -> dict:
+    """summary.json of an evaluation: what was played, the statistics of `summarize`, and the settings."""
+    return {
+        "policy": policy,
+        "env": cfg.env.name,
+        "split": split,
+        "num_tasks": table.num_rows // group_size,
+        "group_size": group_size,
+        "seed": cfg.seed,
+        **summarize(table),
+        "time_s": round(time_s, 2),
+        "env_config": dataclasses.asdict(cfg.env),
+        "actors_config": dataclasses.asdict(cfg.actors),
+    }
+
+
+def write_results(out: Path, table: pa.Table, summary: dict) -> None:
+    """out/trajectories.parquet and out/summary.json, each atomically; the summary last, so it marks a whole eval."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(table, out / "trajectories.parquet")
+    write_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
 def plan(args: argparse.Namespace) -> tuple[Config, list[Work]]:
     """The settings and the trajectories to play: group_size per task, for the first num_tasks of the split."""
-    from actors.rollout import Work
-
     for item in args.overrides:
         key = item.partition("=")[0].strip()
         if key == "env.name":
@@ -104,12 +114,21 @@ def plan(args: argparse.Namespace) -> tuple[Config, list[Work]]:
             f"--num-tasks must be in 1..{len(tasks)}: the {args.split} split of {env.name} has {len(tasks)} tasks "
             f"(env.num_tasks={env.num_tasks}), got {num_tasks}"
         )
+    return cfg, eval_work(cfg.seed, tasks[:num_tasks], args.group_size)
+
+
+def eval_work(seed: int, tasks: list[Task], group_size: int, prefix: str = "") -> list[Work]:
+    """group_size trajectories of each task, the env's luck seeded per trajectory by (seed, task's place, j): the
+    same seed plays the same tasks with the same luck. prefix keeps the ids apart from the run's other ones."""
+    from actors.rollout import Work
+
     work = []
-    for i, task in enumerate(tasks[:num_tasks]):
-        for j in range(args.group_size):
-            seed = hash((cfg.seed, i, j)) % 2**31  # the env's luck: its own per trajectory
-            work.append(Work(task=task, group_id=task.task_id, trajectory_id=f"{task.task_id}-{j}", env_seed=seed))
-    return cfg, work
+    for i, task in enumerate(tasks):
+        for j in range(group_size):
+            env_seed = hash((seed, i, j)) % 2**31  # hash of a tuple of ints: the same in every process
+            group_id = prefix + task.task_id
+            work.append(Work(task=task, group_id=group_id, trajectory_id=f"{group_id}-{j}", env_seed=env_seed))
+    return work
 
 
 async def play(cfg: Config, model_dir: str, work: list[Work]) -> tuple[pa.Table, int]:

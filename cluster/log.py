@@ -1,4 +1,8 @@
-"""[plumbing] Metrics of each iteration: metrics.jsonl, one progress line on stdout, Ray metric gauges.
+"""[plumbing] Metrics of each iteration: metrics.jsonl, one progress line on stdout, Ray metric gauges, trackers.
+
+metrics.jsonl has a line per iteration and one per evaluation during training (its keys start with `eval/`;
+its iteration is the number of iterations the evaluated policy was trained for). Each line also goes to the
+run's experiment trackers (cluster/trackers.py) with its iteration as the step.
 
 Gauges are named `freelunch_<phase>_<name>` (Ray's Prometheus export adds its `ray_` prefix), so a run
 is visible on the cluster's metrics endpoint and in the dashboard's Grafana panels. A key measured per actor
@@ -14,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cluster.files import write_atomically
+from cluster.trackers import Trackers
 
 
 @contextmanager
@@ -26,11 +31,12 @@ def timer(times: dict[str, float], key: str):
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, num_iterations: int):
+    def __init__(self, run_dir: Path, num_iterations: int, trackers: Trackers):
         import ray
 
         self.path = run_dir / "metrics.jsonl"
         self.num_iterations = num_iterations
+        self.trackers = trackers
         # Gauges set in the driver process are not exported by Ray; an actor's are.
         self._exporter = (
             ray.remote(MetricsExporter).options(name="metrics", namespace="freelunch", num_cpus=0).remote(run_dir.name)
@@ -41,20 +47,23 @@ class MetricsLog:
             f.write(json.dumps({k: (None if v != v else v) for k, v in metrics.items()}) + "\n")  # NaN -> null
         # One write call: Ray's log thread prints actor lines to the same stdout, and print() writes
         # the text and its newline separately, which lets them interleave mid-line.
-        sys.stdout.write(progress_line(metrics, self.num_iterations) + "\n")
+        line = (
+            eval_line(metrics, self.num_iterations)
+            if is_evaluation(metrics)
+            else progress_line(metrics, self.num_iterations)
+        )
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
         self._exporter.set.remote(metrics)
+        self.trackers.log(metrics)
 
     def forget_from(self, iteration: int) -> None:
-        """Drop the lines of iterations >= iteration (a resumed run redoes them), atomically."""
-        if not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["iteration"] < iteration]
-        write_atomically(self.path, "".join(line + "\n" for line in kept))
+        forget_from(self.path, iteration)
 
     def close(self) -> None:
         import ray
 
+        self.trackers.close()
         # Ray exports gauges every few seconds: give the last iteration's values one export before stopping.
         time.sleep(EXPORT_S)
         ray.kill(self._exporter)
@@ -97,7 +106,14 @@ class MetricsExporter:
 
 
 # Which role measured a metric, by its phase (the key's prefix); iteration and policy_version are the driver's.
-ROLE_OF_PHASE = {"rollout": "rollout", "score": "scorer", "loss": "learner", "time": "driver", "system": "cluster"}
+ROLE_OF_PHASE = {
+    "rollout": "rollout",
+    "score": "scorer",
+    "loss": "learner",
+    "time": "driver",
+    "system": "cluster",
+    "eval": "rollout",
+}
 
 
 EXPORT_S = 6.0  # longer than Ray's metrics report interval (5 s)
@@ -111,6 +127,33 @@ def gauge_name(key: str) -> str:
 def actor_of(key: str) -> str:
     """The actor a per-actor key (`phase/name@rollout-0`) measured; "" for the run's own metrics."""
     return key.partition("@")[2]
+
+
+def forget_from(path: Path, iteration: int) -> None:
+    """Drop the lines of the iterations a resumed run redoes (>= iteration) from metrics.jsonl, atomically. The
+    evaluation of the policy it resumes from (its iteration == iteration) stays: it is not redone."""
+
+    def kept(metrics: dict) -> bool:
+        return metrics["iteration"] < iteration or (is_evaluation(metrics) and metrics["iteration"] == iteration)
+
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if kept(json.loads(line))]
+    write_atomically(path, "".join(line + "\n" for line in lines))
+
+
+def is_evaluation(metrics: dict) -> bool:
+    """Whether a metrics line is an evaluation's (during training) rather than an iteration's."""
+    return "eval/success_rate" in metrics
+
+
+def eval_line(m: dict[str, float], num_iterations: int) -> str:
+    return (
+        f"eval after {m['iteration']}/{num_iterations} iterations | success {m['eval/success_rate']:.3f} "
+        f"95% [{m['eval/success_interval_low']:.3f}, {m['eval/success_interval_high']:.3f}] over "
+        f"{m['eval/num_trajectories']} tasks | outcome {m['eval/outcome_mean']:.3f} | steps {m['eval/steps_mean']:.2f}"
+        f" | {m['eval/time_s']:.1f}s"
+    )
 
 
 def progress_line(m: dict[str, float], num_iterations: int) -> str:

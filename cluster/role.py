@@ -153,14 +153,7 @@ class Roles:
     def take(self, work: list[Work], min_version: int) -> tuple[bytes, dict[str, float]]:
         """Wait for every trajectory of `work`, replacing rollout actors that die or stop answering and
         re-running what they had not finished; returns those with policy_version >= min_version."""
-        ids = [item.trajectory_id for item in work]
-        waited = 0.0
-        while missing := self.rollout.get(self.buffer.missing.remote(ids, POLL_S)):
-            waited = 0.0 if self._recover() else waited + POLL_S
-            if waited > self.timeout_s:
-                raise TimeoutError(f"{len(missing)} trajectories did not arrive within cluster.timeout_s")
-        self._reap()
-        batch, dropped = self.rollout.get(self.buffer.take.remote(ids, min_version))
+        batch, dropped = self._take(work, min_version)
         stats = self._stats()
         return batch, {
             "rollout/dropped_stale": dropped,
@@ -170,6 +163,20 @@ class Roles:
             "system/restarts_env": sum(s["env_restarts"] for s in stats.values()),
             **engine_speeds(self.counted, stats, self.rollout.name),
         }
+
+    def take_evaluation(self, work: list[Work]) -> bytes:
+        """Every trajectory of an evaluation's `work` (started with start_collect), with the same recovery as take."""
+        return self._take(work, 0)[0]
+
+    def _take(self, work: list[Work], min_version: int) -> tuple[bytes, int]:
+        ids = [item.trajectory_id for item in work]
+        waited = 0.0
+        while missing := self.rollout.get(self.buffer.missing.remote(ids, POLL_S)):
+            waited = 0.0 if self._recover() else waited + POLL_S
+            if waited > self.timeout_s:
+                raise TimeoutError(f"{len(missing)} trajectories did not arrive within cluster.timeout_s")
+        self._reap()
+        return self.rollout.get(self.buffer.take.remote(ids, min_version))
 
     def _stats(self) -> dict[int, dict]:
         """Each rollout actor's counters, by rank, from those that answer within engine_timeout_s. An actor
@@ -342,6 +349,7 @@ def launch(cfg: Config, model_dir: str):
                 rank=rank,
                 world_size=lc.num_learners,
                 seed=cfg.seed,
+                num_updates=cfg.num_iterations,
             ),
             shares=[0.5 if colocate else 1.0] + [1.0] * (lc.num_learners - 1),
         )

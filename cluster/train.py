@@ -6,8 +6,11 @@ Read this file first. The loop has no Ray calls: `Roles` (cluster/role.py) hides
 Arrow IPC tables and dicts of floats. The math is in learner/advantage.py and learner/loss.py.
 """
 
+import dataclasses
 import random
+import time
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +18,11 @@ import numpy as np
 from actors.rollout import Work
 from actors.trajectory import from_ipc, ragged, to_ipc, with_columns, write_parquet
 from cluster import checkpoint
-from cluster.config import Config, dump, tasks_per_iteration
+from cluster.config import Config, ConfigError, dump, tasks_per_iteration
+from cluster.eval import eval_work, summary_of, write_results
 from cluster.log import MetricsLog, timer
 from cluster.role import RoleDied, launch
+from cluster.trackers import Trackers
 from envs import Task, make_env
 from learner.advantage import outcome_advantage, step_advantage
 from learner.aggregate import auroc, min_cumulative
@@ -26,11 +31,14 @@ from learner.aggregate import auroc, min_cumulative
 def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> None:
     (run_dir / "trajectories").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump(cfg))
-    log = MetricsLog(run_dir, cfg.num_iterations)
+    tasks, eval_tasks = task_order(cfg), evaluation_tasks(cfg)  # a bad env or split fails before any actor starts
+    done = checkpoint.latest(run_dir)[1]["iterations_done"] if resume else 0
+    trackers = Trackers(cfg.cluster.trackers, run_dir, dataclasses.asdict(cfg), start_iteration=done)
+    log = MetricsLog(run_dir, cfg.num_iterations, trackers)
     with launch(cfg, model_dir) as roles, closing(log), resume_hint(run_dir, cfg):
         start, version = restore(roles, run_dir, log) if resume else (0, 0)
-        tasks = task_order(cfg)
         handed_out: dict[int, list[Work]] = {}  # iteration -> its work, from hand-out until taken
+        evaluation = start_evaluation(roles, cfg, eval_tasks, run_dir, start, version)  # a resume redoes a lost one
         for iteration in range(start, cfg.num_iterations):
             times: dict[str, float] = {}
             with timer(times, "time/iteration"):
@@ -47,6 +55,9 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
                 batch, advantage_metrics = add_step_advantages(batch, cfg)
                 with timer(times, "time/update"):
                     update_metrics = roles.update(batch)
+                if evaluation:  # it played beside this iteration's rollouts; the broadcast would change its policy
+                    with timer(times, "time/eval_wait"):
+                        finish_evaluation(roles, cfg, evaluation, run_dir, log)
                 with timer(times, "time/broadcast"):
                     version += 1
                     sent = roles.broadcast(version)
@@ -55,7 +66,7 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
                 {
                     "iteration": iteration,
                     "policy_version": version,
-                    **batch_metrics(batch, times, version - 1, cfg.learner.max_staleness),
+                    **batch_metrics(batch, times, version - 1, cfg),
                     **rollout_metrics,
                     "system/buffer_depth": roles.buffer_depth(),
                     **score_metrics,
@@ -67,6 +78,9 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
             )
             if cfg.cluster.save_every and (iteration + 1) % cfg.cluster.save_every == 0:
                 checkpoint.save(roles, run_dir, iteration + 1, version, cfg.cluster.keep_checkpoints)
+            evaluation = start_evaluation(roles, cfg, eval_tasks, run_dir, iteration + 1, version)
+        if evaluation:  # after the last iteration
+            finish_evaluation(roles, cfg, evaluation, run_dir, log)
         roles.save_policy(str(run_dir / "policy"))
 
 
@@ -97,6 +111,85 @@ def task_order(cfg: Config) -> list[Task]:
     tasks = make_env(cfg.env.name, seed=cfg.seed, **cfg.env.make_env_kwargs()).tasks("train")
     random.Random(cfg.seed).shuffle(tasks)
     return tasks
+
+
+# --- evaluation during training ---
+@dataclass
+class Evaluation:
+    """The eval split played by the policy after `iterations_done` iterations, in flight on the rollout actors."""
+
+    iterations_done: int
+    policy_version: int
+    work: list[Work]
+    started: float
+
+
+def evaluation_tasks(cfg: Config) -> list[Task]:
+    """The eval split's first cluster.eval_num_tasks tasks (0: all), the ones `freelunch eval` plays; [] without
+    cluster.eval_every."""
+    if not cfg.cluster.eval_every:
+        return []
+    tasks = make_env(cfg.env.name, seed=cfg.seed, **cfg.env.make_env_kwargs()).tasks("eval")
+    if cfg.cluster.eval_num_tasks > len(tasks):
+        raise ConfigError(
+            f"cluster.eval_num_tasks ({cfg.cluster.eval_num_tasks}) must be at most the {len(tasks)} tasks of "
+            f"{cfg.env.name}'s eval split (env.num_tasks={cfg.env.num_tasks}); 0 plays them all"
+        )
+    return tasks[: cfg.cluster.eval_num_tasks or len(tasks)]
+
+
+def start_evaluation(
+    roles, cfg: Config, tasks: list[Task], run_dir: Path, iterations_done: int, policy_version: int
+) -> Evaluation | None:
+    """Hand the eval split to the rollout actors when one is due after `iterations_done` iterations (every
+    cluster.eval_every, and after the last) and not already on disk. It plays beside the next iteration's rollouts
+    on the engines, so the learner waits only for what is left of it when the next broadcast comes."""
+    if not evaluation_due(cfg, iterations_done) or (evaluation_dir(run_dir, iterations_done) / "summary.json").exists():
+        return None
+    work = eval_work(cfg.seed, tasks, group_size=1, prefix=f"eval{iterations_done:05d}-")
+    roles.start_collect(work)
+    return Evaluation(iterations_done, policy_version, work, time.monotonic())
+
+
+def evaluation_due(cfg: Config, iterations_done: int) -> bool:
+    """After every cluster.eval_every iterations, and after the last."""
+    every = cfg.cluster.eval_every
+    return (
+        bool(every) and iterations_done > 0 and (iterations_done % every == 0 or iterations_done == cfg.num_iterations)
+    )
+
+
+def finish_evaluation(roles, cfg: Config, evaluation: Evaluation, run_dir: Path, log: MetricsLog) -> None:
+    """Wait for the evaluation's trajectories; write evals/iteration_NNNNN/ (as `freelunch eval --out` does) and
+    its metrics line, whose iteration is the number of iterations the evaluated policy was trained for."""
+    table = from_ipc(roles.take_evaluation(evaluation.work))
+    summary = summary_of(
+        cfg,
+        table,
+        policy=f"{run_dir.name} after {evaluation.iterations_done} iterations",
+        split="eval",
+        group_size=1,
+        time_s=time.monotonic() - evaluation.started,
+    )
+    write_results(evaluation_dir(run_dir, evaluation.iterations_done), table, summary)
+    low, high = summary["success_interval_95"]
+    log.write(
+        {
+            "iteration": evaluation.iterations_done,
+            "policy_version": evaluation.policy_version,
+            "eval/success_rate": summary["success_rate"],
+            "eval/success_interval_low": low,
+            "eval/success_interval_high": high,
+            "eval/outcome_mean": summary["outcome_mean"],
+            "eval/steps_mean": summary["steps_mean"],
+            "eval/num_trajectories": summary["num_trajectories"],
+            "eval/time_s": summary["time_s"],
+        }
+    )
+
+
+def evaluation_dir(run_dir: Path, iterations_done: int) -> Path:
+    return run_dir / "evals" / f"iteration_{iterations_done:05d}"
 
 
 def schedule(cfg: Config, tasks: list[Task], iteration: int) -> list[Work]:
@@ -134,8 +227,9 @@ def add_step_advantages(batch: bytes, cfg: Config) -> tuple[bytes, dict[str, flo
     return to_ipc(scored), {"score/progress_share": share}
 
 
-def batch_metrics(batch: bytes, times: dict[str, float], learner_version: int, max_staleness: int) -> dict[str, float]:
+def batch_metrics(batch: bytes, times: dict[str, float], learner_version: int, cfg: Config) -> dict[str, float]:
     """learner_version: the policy version the batch updated (staleness = it - a trajectory's policy_version)."""
+    max_staleness = cfg.learner.max_staleness
     table = from_ipc(batch)
     staleness = learner_version - table.column("policy_version").to_numpy()
     outcome = table.column("outcome").to_numpy()
@@ -143,12 +237,17 @@ def batch_metrics(batch: bytes, times: dict[str, float], learner_version: int, m
     action_tokens = sum(int(m.sum()) for m in ragged(table, "action_mask"))
     finish = table.column("finish_reason").to_pylist()
     trajectory_pa = np.array([p.mean() if len(p) else 0.0 for p in progress])
+    lengths = action_lengths(ragged(table, "step_index"))
     return {
         "rollout/outcome_mean": float(outcome.mean()),
         "rollout/success_rate": float(table.column("success").to_numpy(zero_copy_only=False).mean()),
         "rollout/num_trajectories": table.num_rows,
         "rollout/steps_mean": float(table.column("num_steps").to_numpy().mean()),
         "rollout/action_tokens": action_tokens,
+        "rollout/response_tokens_mean": float(lengths.mean()) if len(lengths) else 0.0,
+        "rollout/response_tokens_max": int(lengths.max()) if len(lengths) else 0,
+        # actions that used all of actors.max_tokens: cut off, unless the last sampled token happened to end them
+        "rollout/truncated_share": float((lengths >= cfg.actors.max_tokens).mean()) if len(lengths) else 0.0,
         # action tokens per second of the whole iteration (sampling, scoring, updating): the loop's throughput
         "rollout/sustained_tokens_per_s": action_tokens / max(times["time/iteration"], 1e-9),
         "rollout/staleness_mean": float(staleness.mean()),
@@ -160,6 +259,14 @@ def batch_metrics(batch: bytes, times: dict[str, float], learner_version: int, m
         "score/auroc": auroc(trajectory_pa, outcome > 0.5),
         **progress_by_step(progress, outcome),
     }
+
+
+def action_lengths(step_index: list[np.ndarray]) -> np.ndarray:
+    """Sampled tokens of every action of the batch, trajectory after trajectory (step_index >= 0 on an action's
+    tokens: its step's number)."""
+    counts = [np.bincount(s[s >= 0].astype(np.int64)) for s in step_index]
+    lengths = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    return lengths[lengths > 0]
 
 
 def progress_by_step(progress: list[np.ndarray], outcome: np.ndarray) -> dict[str, float]:

@@ -24,7 +24,14 @@ class LearnerConfig:
     """Token budget of one forward/backward: whole groups are packed into one row, each shared prompt once
     (learner/README.md, decision 12), up to this many tokens (a longer group or trajectory gets its own)."""
     lr: float = 2e-5
-    """AdamW learning rate of the policy."""
+    """AdamW learning rate of the policy (the peak, under a schedule)."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """How the rate moves over the run's num_iterations updates after the warmup: held at lr, or decayed
+    linearly or along a half cosine to lr_min_ratio * lr."""
+    lr_warmup_iterations: int = 0
+    """Updates over which the rate rises linearly to lr (the first update uses lr / lr_warmup_iterations)."""
+    lr_min_ratio: float = 0.0
+    """The rate a linear or cosine schedule ends at, as a share of lr."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold."""
     max_staleness: int = 0

@@ -5,6 +5,7 @@ of the batch, runs its microbatches (chunked log-probs -> policy_loss -> backwar
 applies one optimizer update per iteration. Rank 0 also sends the weights to the engines.
 """
 
+import math
 import os
 import shutil
 import socket
@@ -36,9 +37,11 @@ class Learner:
         rank: int,
         world_size: int,
         seed: int,
+        num_updates: int,
     ):
         self.cfg, self.model_dir, self.temperature = cfg, model_dir, temperature
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.num_updates = num_updates  # of the run (one per iteration): the horizon of the learning-rate schedule
         self._broadcast_group = None
         self._send_buffers: list = []
 
@@ -54,8 +57,17 @@ class Learner:
         # refuses a model family the log-prob path would score wrong, before any update
         model = load_model(self.model_dir, dtype=weights_dtype(self.cfg, self.device), device=self.device)
         optimizer = adamw(model, self.cfg.lr)
+        c = self.cfg
+        # LambdaLR multiplies lr by the factor; DeepSpeed steps it with each update and keeps it in checkpoints.
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda update: lr_factor(update, c.lr_schedule, c.lr_warmup_iterations, self.num_updates, c.lr_min_ratio),
+        )
         self.engine, *_ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=deepspeed_config(self.cfg, self.world_size, self.device)
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=schedule,
+            config=deepspeed_config(self.cfg, self.world_size, self.device),
         )
 
     # --- algorithm ---
@@ -82,10 +94,12 @@ class Learner:
                 for key, value in metrics.items():
                     totals[key] += value * (1.0 if key == "tokens" else metrics["tokens"])
         unclipped_norm = None if self.world_size > 1 else grad_norm(self.engine.module)  # stage 0 records none
+        lr = self.engine.get_lr()[0]  # the rate this update applies; step() then moves the schedule on
         self.engine.step()  # the update's one accumulation boundary (deepspeed_config: unmanaged accumulation)
         tokens = max(totals.pop("tokens"), 1.0)
         result = {key: value / tokens for key, value in totals.items()}
         result["tokens"] = tokens
+        result["loss/lr"] = float(lr)
         result["loss/grad_norm"] = float(
             unclipped_norm if unclipped_norm is not None else self.engine.get_global_grad_norm()
         )
@@ -99,10 +113,15 @@ class Learner:
             return torch.from_numpy(packed.on_scored(values))[None].to(self.device)
 
         advantage = [_token_advantage(columns["step_advantage"][i], columns["step_index"][i]) for i in rows]
-        logp = packed_logp(
-            self.engine.module, packed, temperature=self.temperature, chunk_size=self.cfg.logp_chunk_size
+        logp, entropy = packed_logp(
+            self.engine.module,
+            packed,
+            temperature=self.temperature,
+            chunk_size=self.cfg.logp_chunk_size,
+            with_entropy=True,
         )
-        policy_logp = logp[packed.order().to(self.device)][None]  # (1, M)
+        order = packed.order().to(self.device)
+        policy_logp = logp[order][None]  # (1, M)
         loss, metrics = policy_loss(
             policy_logp,
             on_actions([columns["behavior_logp"][i] for i in rows]),
@@ -115,6 +134,7 @@ class Learner:
             num_tokens=num_tokens,
         )
         self._stop_if_not_finite(loss)
+        metrics["loss/entropy"] = float(entropy[order].mean()) if order.numel() else 0.0  # the sampling distribution
         # --- plumbing ---
         # The loss is already a token mean over the whole batch, and DeepSpeed averages gradients over ranks.
         self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
@@ -260,6 +280,19 @@ def split_to(microbatches: list[list[int]], count: int) -> list[list[int]]:
         half = len(out[largest]) // 2
         out[largest : largest + 1] = [out[largest][:half], out[largest][half:]]
     return out
+
+
+def lr_factor(update: int, schedule: str, warmup: int, num_updates: int, min_ratio: float) -> float:
+    """The learning rate of update `update` (0-based) as a share of the peak: a linear warmup over `warmup`
+    updates (the first at 1/warmup), then constant, or a linear or half-cosine decay that would reach
+    `min_ratio` at update `num_updates`."""
+    if update < warmup:
+        return (update + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (update - warmup) / max(1, num_updates - warmup))
+    decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * decay
 
 
 def adamw(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:

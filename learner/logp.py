@@ -194,11 +194,14 @@ def packed_size(sequences: Sequence[np.ndarray]) -> int:
 
 
 # --- the forward ---
-def packed_logp(model: torch.nn.Module, packed: Pack, *, temperature: float = 1.0, chunk_size: int = 1024) -> Tensor:
+def packed_logp(
+    model: torch.nn.Module, packed: Pack, *, temperature: float = 1.0, chunk_size: int = 1024, with_entropy=False
+) -> Tensor | tuple[Tensor, Tensor]:
     """float32 (U,) logp of the scored nodes of one pack: log softmax(transform(logits) / temperature)[token].
 
     The decoder runs once over the row; the LM head only at the U positions that predict a scored token, in
     chunks of chunk_size rows (checkpointed under grad, so no (chunk, vocab) logits are kept for backward).
+    with_entropy: also the (U,) entropy of each of those distributions, without grad, from the same logits.
     """
     device = model.get_input_embeddings().weight.device
     input_ids, position_ids = packed.input_ids.to(device), packed.position_ids.to(device)
@@ -214,18 +217,25 @@ def packed_logp(model: torch.nn.Module, packed: Pack, *, temperature: float = 1.
     pieces = []
     for start in range(0, positions.shape[0], chunk_size):
         h, y = positions[start : start + chunk_size], targets[start : start + chunk_size]
-        if use_checkpoint:
-            pieces.append(checkpoint(_chunk_logp, head, transform, h, y, temperature, use_reentrant=False))
-        else:
-            pieces.append(_chunk_logp(head, transform, h, y, temperature))
-    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+        args = (head, transform, h, y, temperature, with_entropy)
+        pieces.append(checkpoint(_chunk_logp, *args, use_reentrant=False) if use_checkpoint else _chunk_logp(*args))
+    empty = hidden.new_zeros(0, dtype=torch.float32)
+    logp = torch.cat([p[0] for p in pieces]) if pieces else empty
+    return (logp, torch.cat([p[1] for p in pieces]) if pieces else empty) if with_entropy else logp
 
 
-def _chunk_logp(head, transform, hidden: Tensor, targets: Tensor, temperature: float) -> Tensor:
-    """logit[target] - logsumexp(logits) for (n, hidden_size) hidden states and (n,) targets, in float32."""
+def _chunk_logp(head, transform, hidden: Tensor, targets: Tensor, temperature: float, with_entropy: bool):
+    """(logit[target] - logsumexp(logits),) for (n, hidden_size) hidden states and (n,) targets, in float32, and
+    the entropy of each row's distribution when asked."""
     # fp32 before the softmax: bf16 logsumexp over ~1e5 entries loses the digits the ratio needs.
     logits = transform(head(hidden).float()) / temperature  # (n, vocab_size)
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (n,)
+    normaliser = logits.logsumexp(-1)
+    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - normaliser  # (n,)
+    if not with_entropy:
+        return (logp,)
+    with torch.no_grad():  # H = logsumexp - E_p[logit]
+        entropy = normaliser - ((logits - normaliser[:, None]).exp() * logits).sum(-1)
+    return logp, entropy
 
 
 def tree_mask(config, subtree_end: Tensor, position_ids: Tensor) -> Tensor | dict[str, Tensor]:

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 FREELUNCH = str(Path(sys.executable).parent / "freelunch")
 CONFIG = str(REPO / "cluster" / "configs" / "cpu_smoke.toml")
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+ENV.pop("MLFLOW_TRACKING_URI", None)  # the trackers' own stores in the run directory
 
 
 def _train(*args: str) -> None:
@@ -33,9 +34,11 @@ def test_resumed_run_matches_the_uninterrupted_one(tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     deterministic = ("learner.max_staleness=0", "actors.deterministic=true", "cluster.save_every=2")
     _train(CONFIG, "num_iterations=4", *deterministic, "--run-dir", str(whole))
-    _train(CONFIG, "num_iterations=2", *deterministic, "--run-dir", str(split))
+    _train(CONFIG, "num_iterations=2", *deterministic, "cluster.trackers=tensorboard,mlflow", "--run-dir", str(split))
     assert [p.name for p in (split / "checkpoints").iterdir()] == ["iteration_00002"]
+    first_part = json.loads((split / "trackers.json").read_text())
     _train("num_iterations=4", "--resume", str(split))
+    assert json.loads((split / "trackers.json").read_text()) == first_part
 
     a, b = _metrics(whole), _metrics(split)
     assert [m["iteration"] for m in b] == [0, 1, 2, 3] and [m["policy_version"] for m in b] == [1, 2, 3, 4]
@@ -51,6 +54,24 @@ def test_resumed_run_matches_the_uninterrupted_one(tmp_path):
         assert trajectories(whole, iteration) == trajectories(split, iteration)
     # keep_checkpoints = 2: the resumed run wrote iteration 4 beside iteration 2
     assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["iteration_00002", "iteration_00004"]
+    _check_trackers_continued(split, b)
+
+
+def _check_trackers_continued(run_dir: Path, lines: list[dict]) -> None:
+    """The resumed run logged into the same MLflow run (the local store in the run directory) and the same
+    TensorBoard log: one run, every iteration once."""
+    from mlflow import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{(run_dir / 'mlflow.db').resolve()}")
+    (run,) = client.search_runs([client.get_experiment_by_name("freelunch").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "loss/kl")
+    assert sorted((m.step, m.value) for m in history) == pytest.approx([(i, m["loss/kl"]) for i, m in enumerate(lines)])
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss/kl")] == pytest.approx(
+        [(i, m["loss/kl"]) for i, m in enumerate(lines)]
+    )
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path):

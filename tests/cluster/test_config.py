@@ -183,7 +183,12 @@ def test_dump_then_load_round_trips(tmp_path):
         env={"num_tasks": 64, "max_steps": 3},
         actors={"dtype": "float32", "temperature": 1 / 3, "kv_cache_gb": 0.1, "num_gpus": 0.5},
         learner={"model": '/models/a "b"\\c ü', "lr": 1e-300, "kl_coef": 0.0, "beta": 2 / 3, "scorer": "none"},
-        cluster={"address": "ray://head:10001", "run_dir": "runs/x\ny\t\x7f\x01", "timeout_s": 1e17},
+        cluster={
+            "address": "ray://head:10001",
+            "run_dir": "runs/x\ny\t\x7f\x01",
+            "timeout_s": 1e17,
+            "trackers": ["wandb", "tensorboard"],
+        },
     )
     check(cfg)
     loaded = load(write(tmp_path, dump(cfg)))
@@ -242,6 +247,12 @@ def test_check_rejects_batch_not_multiple_of_num_learners():
         ({"cluster": {"metrics_export_port": 8265}}, "must differ"),
         ({"cluster": {"save_every": -1}}, "cluster.save_every (-1)"),
         ({"cluster": {"timeout_s": 0.0}}, "cluster.timeout_s (0.0)"),
+        ({"cluster": {"trackers": ["tensorboard", "neptune"]}}, "['neptune'] unknown; trackers are tensorboard"),
+        ({"cluster": {"trackers": ["mlflow", "mlflow"]}}, "names a tracker twice"),
+        ({"cluster": {"eval_every": -1}}, "cluster.eval_every (-1)"),
+        ({"cluster": {"eval_num_tasks": -2}}, "cluster.eval_num_tasks (-2)"),
+        ({"learner": {"lr_warmup_iterations": -1}}, "learner.lr_warmup_iterations (-1)"),
+        ({"learner": {"lr_min_ratio": 1.5}}, "learner.lr_min_ratio (1.5) must be in [0, 1]"),
     ],
 )
 def test_check_rejects_out_of_range_value_naming_key(changes, key):
@@ -319,3 +330,25 @@ def test_env_options_must_be_a_table_of_plain_values(tmp_path):
         load(None, ["env.options=3"])
     with pytest.raises(ConfigError, match=r"env\.options: expected a table of option"):
         load(write(tmp_path, "[env.options]\nnested = {a = 1}\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('["tensorboard", "mlflow"]', ["tensorboard", "mlflow"]),
+        ("tensorboard,mlflow", ["tensorboard", "mlflow"]),
+        ("wandb", ["wandb"]),
+        ("", []),
+        ("[]", []),
+    ],
+)
+def test_a_list_override_takes_a_toml_array_or_comma_separated_words(text, expected):
+    assert load(None, [f"cluster.trackers={text}"]).cluster.trackers == expected
+
+
+def test_a_list_in_the_file_must_hold_strings(tmp_path):
+    assert load(write(tmp_path, '[cluster]\ntrackers = ["mlflow"]\n')).cluster.trackers == ["mlflow"]
+    with pytest.raises(ConfigError, match=r"cluster.trackers: expected a list of str, got \[1\]"):
+        load(write(tmp_path, "[cluster]\ntrackers = [1]\n"))
+    with pytest.raises(ConfigError, match="cluster.trackers: expected a list of str, got 'mlflow'"):
+        load(write(tmp_path, '[cluster]\ntrackers = "mlflow"\n'))

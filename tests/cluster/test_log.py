@@ -1,6 +1,8 @@
-"""The progress line a user reads each iteration."""
+"""The progress line a user reads each iteration, the evaluation's line, and what a resume keeps of metrics.jsonl."""
 
-from cluster.log import progress_line
+import json
+
+from cluster.log import eval_line, forget_from, progress_line
 
 METRICS = {
     "iteration": 3,
@@ -26,3 +28,38 @@ def test_tok_s_is_the_engines_generation_rate_not_the_sustained_rate():
 
 def test_tok_s_is_a_dash_when_no_engine_stepped():
     assert "| - tok/s |" in progress_line(METRICS, 10)
+
+
+def test_an_evaluation_line_says_which_policy_and_its_interval():
+    line = eval_line(
+        {
+            "iteration": 4,
+            "eval/success_rate": 0.25,
+            "eval/success_interval_low": 0.1,
+            "eval/success_interval_high": 0.5,
+            "eval/num_trajectories": 8,
+            "eval/outcome_mean": 0.3,
+            "eval/steps_mean": 2.5,
+            "eval/time_s": 12.0,
+        },
+        10,
+    )
+    assert line == (
+        "eval after 4/10 iterations | success 0.250 95% [0.100, 0.500] over 8 tasks | outcome 0.300 | steps 2.50 "
+        "| 12.0s"
+    )
+
+
+def test_a_resume_keeps_the_evaluation_of_the_policy_it_resumes_from(tmp_path):
+    lines = [
+        {"iteration": 0},
+        {"iteration": 1},
+        {"iteration": 2, "eval/success_rate": 0.5},  # of the policy after 2 iterations: the checkpoint's
+        {"iteration": 2},
+        {"iteration": 3},
+        {"iteration": 4, "eval/success_rate": 0.7},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    forget_from(tmp_path / "metrics.jsonl", 2)
+    kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert kept == lines[:3]

@@ -64,7 +64,7 @@ def scorer(tiny_model_dir):
 def learner(tiny_model_dir):
     from learner.learner import Learner, free_port
 
-    learner = Learner(CFG, model_dir=tiny_model_dir, temperature=0.7, rank=0, world_size=1, seed=0)
+    learner = Learner(CFG, model_dir=tiny_model_dir, temperature=0.7, rank=0, world_size=1, seed=0, num_updates=4)
     learner.setup("127.0.0.1", free_port())
     return learner
 
@@ -129,6 +129,8 @@ def test_first_update_is_on_policy_and_moves_the_weights(learner):
     assert metrics["loss/kl"] == pytest.approx(0.0, abs=1e-7)
     assert metrics["loss/policy"] == pytest.approx(-1.0, abs=1e-6)  # -ratio * A on every action token
     assert metrics["loss/grad_norm"] > 0
+    assert metrics["loss/lr"] == CFG.lr  # constant schedule
+    assert 0.0 < metrics["loss/entropy"] <= np.log(learner.engine.module.config.vocab_size)
     moved = [not torch.equal(before[n], p) for n, p in learner.engine.module.named_parameters()]
     assert any(moved)
 
@@ -261,3 +263,35 @@ def test_rendezvous_store_listens_on_its_address_only():
         line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:] if line.split()[3] == "0A"
     ]
     assert [address for address in listening if address.endswith(f":{port:04X}")] == [f"0100007F:{port:04X}"]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "factors"),
+    [
+        ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]),
+        ("linear", [0.5, 1.0, 1.0, 0.775, 0.55, 0.325]),
+        (
+            "cosine",
+            [0.5, 1.0, 1.0, 0.1 + 0.45 * (1 + np.cos(np.pi / 4)), 0.55, 0.1 + 0.45 * (1 + np.cos(3 * np.pi / 4))],
+        ),
+    ],
+)
+def test_learning_rate_schedule_warms_up_then_decays_to_its_floor(schedule, factors):
+    from learner.learner import lr_factor
+
+    got = [lr_factor(u, schedule, warmup=2, num_updates=6, min_ratio=0.1) for u in range(6)]
+    np.testing.assert_allclose(got, factors, atol=1e-12)
+    assert lr_factor(0, schedule, warmup=0, num_updates=6, min_ratio=0.1) == 1.0  # no warmup: the peak at once
+
+
+def test_learner_applies_the_schedule_update_by_update(tiny_model_dir):
+    from dataclasses import replace
+
+    from learner.learner import Learner, free_port, lr_factor
+
+    cfg = replace(CFG, lr_schedule="cosine", lr_warmup_iterations=1, lr_min_ratio=0.0)
+    learner = Learner(cfg, model_dir=tiny_model_dir, temperature=0.7, rank=0, world_size=1, seed=0, num_updates=3)
+    learner.setup("127.0.0.1", free_port())
+    rates = [learner.update(_on_policy(learner, _batch(), advantage=1.0))["loss/lr"] for _ in range(3)]
+    np.testing.assert_allclose(rates, [cfg.lr * lr_factor(u, "cosine", 1, 3, 0.0) for u in range(3)], rtol=1e-12)
+    assert rates == [cfg.lr, cfg.lr, cfg.lr * 0.5]

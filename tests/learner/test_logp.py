@@ -204,6 +204,22 @@ def test_chunk_size_does_not_change_the_result():
         torch.testing.assert_close(packed_logp(model, packed, chunk_size=chunk), whole, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_entropy_is_that_of_the_models_own_distribution(family):
+    model = tiny(family)
+    sequences = group(11, 5, [6, 4, 7])
+    packed = pack(sequences)
+    logp, entropy = packed_logp(model, packed, temperature=0.7, chunk_size=3, with_entropy=True)
+    torch.testing.assert_close(logp, packed_logp(model, packed, temperature=0.7), atol=0, rtol=0)
+    order = packed.order()
+    expected = []
+    for s in sequences:
+        logits = model(input_ids=torch.tensor(s)[None], use_cache=False).logits[0, :-1].float() / 0.7
+        expected.append(-(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).detach())
+    np.testing.assert_allclose(entropy[order].numpy(), torch.cat(expected).numpy(), atol=1e-5)
+    assert not entropy.requires_grad
+
+
 def test_a_family_with_unknown_post_processing_is_refused():
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(FAMILIES["llama"]())
