@@ -5,7 +5,7 @@
 Input file -> actors/transcript.py (read, render, left-truncate) -> per-token logp of both models in
 packed microbatches (learner/logp.py) -> learner/aggregate.py (step scores, trajectory score, the
 two one-model baselines) -> output records (Parquet or JSONL, written atomically) -> summary.json, and
-with --report cluster/report.py. CPU or the first GPU; with --ray N the log-probs are computed by N Ray
+with --report cluster/score_report.py. CPU or the first GPU; with --ray N the log-probs are computed by N Ray
 tasks over length-balanced shards (a running cluster under `ray job submit`, else a local one).
 """
 
@@ -102,7 +102,7 @@ def run_score(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(out_dir / "summary.json", json.dumps(_finite(summary), indent=2) + "\n")
     if args.report:
-        from cluster.report import write_report
+        from cluster.score_report import write_report
 
         write_report(out_dir, summary, transcripts, steps["progress_adv"], scores)
     print(f"freelunch: scored {len(transcripts)} trajectories -> {args.output}; summary in {out_dir / 'summary.json'}")
