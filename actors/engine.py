@@ -104,7 +104,8 @@ class VLLMEngine:
         self._busy: set[str] = set()  # seated loops between two requests (the engine waits for them)
         self._all_asked: asyncio.Event | None = None  # the stepper's: set while _busy is empty
         self._queued: dict[str, tuple] = {}  # lockstep: key -> (prompt, params, future) not yet in the batch
-        self.sampled_tokens = 0  # since the engine started: action tokens of finished requests
+        self.sampled_tokens = 0  # since the engine started: tokens sampled, counted in the step that sampled them
+        self._sampled: dict[str, int] = {}  # request id -> its tokens counted so far (outputs are cumulative)
         self.step_s = 0.0  # and seconds spent in engine steps
 
     async def generate(
@@ -166,13 +167,16 @@ class VLLMEngine:
                 raise
             self.step_s += time.perf_counter() - start
             for output in outputs:
-                if output.finished:
-                    self.sampled_tokens += len(output.outputs[0].token_ids)
-                    if (key := keys.pop(output.request_id, None)) is not None:
-                        self._set_busy(key, True)  # before its loop resumes, so no step slips in between
-                    done = self._waiting.pop(output.request_id)
-                    if not done.cancelled():  # its agent loop may have been cancelled meanwhile
-                        done.set_result(_completion(output.outputs[0]))
+                sampled = len(output.outputs[0].token_ids)
+                self.sampled_tokens += sampled - self._sampled.pop(output.request_id, 0)
+                if not output.finished:
+                    self._sampled[output.request_id] = sampled
+                    continue
+                if (key := keys.pop(output.request_id, None)) is not None:
+                    self._set_busy(key, True)  # before its loop resumes, so no step slips in between
+                done = self._waiting.pop(output.request_id)
+                if not done.cancelled():  # its agent loop may have been cancelled meanwhile
+                    done.set_result(_completion(output.outputs[0]))
             await asyncio.sleep(0)
 
     # --- lockstep seats ---

@@ -194,3 +194,27 @@ def test_weight_load_warnings_are_filtered_and_others_are_not(caplog):
         logger.warning("Attempted to load weight %s with dtype %s into %s", "norm.weight", "float32", "bfloat16")
         logger.warning("something else went wrong")
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
+
+
+def test_sampled_tokens_are_counted_as_they_are_sampled(engine, tiny_model_dir):
+    """The engines' tokens/s counts every token in the step that sampled it: a request still running when the
+    counters are read (an evaluation beside the rollouts) counts too, and a finished one exactly once."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    before = engine.sampled_tokens
+    _, done = _sample(engine, tokenizer, ["a b c", "d e", "f"], temperature=1.0)
+    assert engine.sampled_tokens - before == sum(len(c.token_ids) for c in done)
+
+    async def partly() -> tuple[bool, bool]:
+        ids = tokenizer.encode("g h", add_special_tokens=False)
+        task = asyncio.create_task(engine.generate(ids, max_tokens=64, temperature=1.0))
+        start = engine.sampled_tokens
+        while engine.sampled_tokens == start:  # its first tokens, before it finishes
+            await asyncio.sleep(0)
+        counted_early = not task.done()
+        completion = await task
+        return counted_early, engine.sampled_tokens - start == len(completion.token_ids)
+
+    early, exact = asyncio.run(partly())
+    assert exact and early
