@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 from cluster.files import write_atomically
 
@@ -174,6 +175,8 @@ class _MLflow:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         local = not os.environ.get("MLFLOW_TRACKING_URI")
         uri = f"sqlite:///{(run_dir / 'mlflow.db').resolve()}" if local else os.environ["MLFLOW_TRACKING_URI"]
+        if urlparse(uri).scheme in ("", "file"):  # a file store the user asked for: MLflow 3 wants an opt-in
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=uri)
         run = self._existing_run(ids.get("run_id"))
         if run:

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -134,64 +133,27 @@ def check_trackers(run_dir: Path, every_line: list[dict], tracking_uri: str) -> 
         assert history == pytest.approx(by_step, rel=1e-6), key
 
 
-@contextmanager
-def mlflow_server(store: Path):
-    """A real `mlflow server` on a free loopback port, stopped (its process group) on exit; yields its URI."""
-    from learner.learner import free_port
-
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{store}.db",
-            "--default-artifact-root",
-            str(store),
-        ],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/health", timeout_s=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-
-
 def _freelunch() -> list[str]:
     return [str(BIN / "freelunch")]
 
 
-def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path):
+def test_train_cpu_smoke_leaves_the_run_directory_contract(tmp_path, mlflow_server):
     """With an evaluation after every iteration and TensorBoard and MLflow (a real `mlflow server` on loopback)."""
     run_dir = tmp_path / "run"
     evaluate = ["cluster.eval_every=1", "cluster.eval_num_tasks=3", "cluster.trackers=tensorboard,mlflow"]
-    with mlflow_server(tmp_path / "mlflow") as tracking_uri:
-        result = subprocess.run(
-            [*_freelunch(), "train", str(CONFIG), *evaluate, "--run-dir", str(run_dir)],
-            cwd=REPO,
-            env={**ENV, "MLFLOW_TRACKING_URI": tracking_uri},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert result.stdout.count("iteration ") >= 2 and "iteration 2/2 | outcome" in result.stdout
-        assert "eval after 1/2 iterations | success" in result.stdout and "eval after 2/2 iterations" in result.stdout
-        every_line = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        check_trackers(run_dir, every_line, tracking_uri)
+    result = subprocess.run(
+        [*_freelunch(), "train", str(CONFIG), *evaluate, "--run-dir", str(run_dir)],
+        cwd=REPO,
+        env={**ENV, "MLFLOW_TRACKING_URI": mlflow_server},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("iteration ") >= 2 and "iteration 2/2 | outcome" in result.stdout
+    assert "eval after 1/2 iterations | success" in result.stdout and "eval after 2/2 iterations" in result.stdout
+    every_line = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    check_trackers(run_dir, every_line, mlflow_server)
 
     from cluster.config import load
 

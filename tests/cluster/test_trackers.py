@@ -5,20 +5,15 @@ W&B stays offline and nothing leaves the machine."""
 import importlib.util
 import json
 import math
-import os
-import signal
-import socket
 import struct
-import subprocess
 import sys
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from cluster.trackers import TRACKERS, Trackers, flatten, metric_name, missing_packages, render, scalars
+from learner.learner import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -243,52 +238,15 @@ def test_mlflow_local_store_in_the_run_directory(tmp_path):
     assert client.get_experiment(run.info.experiment_id).artifact_location == (run_dir / "mlartifacts").as_uri()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def mlflow_server(root: Path):
-    """A real `mlflow server` on a free loopback port, stopped with its process group on exit; yields its URI."""
-    port = free_port()
-    command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root)]
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen(command, cwd=root, stdout=log, stderr=log, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, (root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not answer in 90 s"
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        log.close()
-
-
 @pytest.mark.slow
-def test_mlflow_server_at_the_tracking_uri(tmp_path, monkeypatch):
-    run_dir, root = run_dir_of(tmp_path), run_dir_of(tmp_path, "server")
+def test_mlflow_server_at_the_tracking_uri(tmp_path, monkeypatch, mlflow_server):
+    run_dir, uri = run_dir_of(tmp_path), mlflow_server
     lines = [line(i) for i in range(3)]
-    with mlflow_server(root) as uri:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        log_all(["mlflow"], run_dir, lines)
-        client, run = mlflow_run(uri)
-        assert run.info.status == "FINISHED"
-        check_mlflow_run(client, run, run_dir, lines)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    log_all(["mlflow"], run_dir, lines)
+    client, run = mlflow_run(uri)
+    assert run.info.status == "FINISHED"
+    check_mlflow_run(client, run, run_dir, lines)
     assert json.loads((run_dir / "trackers.json").read_text()) == {
         "mlflow": {"run_id": run.info.run_id, "tracking_uri": uri}
     }
@@ -402,3 +360,17 @@ def test_resumed_tensorboard_keeps_the_evaluation_of_the_checkpoint(tmp_path):
     logged, _ = tensorboard_scalars(run_dir)
     assert logged["eval/success_rate"] == pytest.approx({2: 0.375})
     assert logged["rollout/outcome_mean"] == pytest.approx({0: 0.0, 1: 0.25, 2: 10.5})
+
+
+def test_mlflow_file_store_the_user_asks_for(tmp_path, monkeypatch):
+    """A file store at MLFLOW_TRACKING_URI (MLflow 3 asks for an opt-in to it; asking for it is the opt-in)."""
+    run_dir = run_dir_of(tmp_path)
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    lines = [line(i) for i in range(3)]
+    log_all(["mlflow"], run_dir, lines)
+    client, run = mlflow_run(uri)
+    assert run.info.status == "FINISHED"
+    check_mlflow_run(client, run, run_dir, lines)
+    assert (tmp_path / "mlruns" / run.info.experiment_id / run.info.run_id / "metrics").is_dir()
