@@ -18,8 +18,12 @@ def save(roles, run_dir: Path, iterations_done: int, policy_version: int, keep: 
     target, tmp = root / f"iteration_{iterations_done:05d}", root / f".iteration_{iterations_done:05d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    roles.save_checkpoint(str(tmp))
-    (tmp / STATE).write_text(json.dumps({"iterations_done": iterations_done, "policy_version": policy_version}))
+    try:
+        roles.save_checkpoint(str(tmp))
+        (tmp / STATE).write_text(json.dumps({"iterations_done": iterations_done, "policy_version": policy_version}))
+    except BaseException:  # a failed or interrupted save leaves nothing behind, not even its temporary directory
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     for old in complete(run_dir)[:-keep]:
@@ -41,3 +45,18 @@ def latest(run_dir: Path) -> tuple[Path, dict]:
             f"no complete checkpoint in {run_dir / 'checkpoints'}; a run saves them when cluster.save_every > 0"
         )
     return found[-1], json.loads((found[-1] / STATE).read_text())
+
+
+def resume_hint(run_dir: Path) -> str:
+    """Where a stopped run is and how to continue it, from what its directory holds."""
+    metrics = run_dir / "metrics.jsonl"
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    done = sum(1 for m in lines if "eval/success_rate" not in m)
+    found = complete(run_dir)
+    if not found:
+        return f"{done} iterations were done; it has no checkpoint to resume from (set cluster.save_every)"
+    saved = json.loads((found[-1] / STATE).read_text())["iterations_done"]
+    return (
+        f"{done} iterations were done; continue it from its checkpoint after {saved} with: "
+        f"freelunch train --resume {run_dir}"
+    )

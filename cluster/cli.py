@@ -11,10 +11,13 @@ Ray cluster (dashboard on http://127.0.0.1:8265). Under `ray job submit` it join
 
 import argparse
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from cluster import eval as eval_command
@@ -91,8 +94,16 @@ def run_train(cfg: Config, run_dir: str | None, resume: bool = False) -> int:
         print(f"freelunch: {error}", file=sys.stderr)
         return 2
     run_dir = Path(run_dir or cfg.cluster.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    if not resume and (found := run_files(run_dir)):
+        print(
+            f"freelunch: {run_dir} already holds a run ({', '.join(found)}); continue it with "
+            f"`freelunch train --resume {run_dir}`, or give another --run-dir. Nothing was written.",
+            file=sys.stderr,
+        )
+        return 2
     import ray
 
+    from cluster.checkpoint import resume_hint
     from cluster.train import train
 
     try:
@@ -101,17 +112,82 @@ def run_train(cfg: Config, run_dir: str | None, resume: bool = False) -> int:
         print(f"freelunch: {error}", file=sys.stderr)
         return 2
     print(f"freelunch: run directory {run_dir}", flush=True)
-    try:
-        train(cfg, run_dir, model_dir, resume=resume)
-    except Exception as error:  # a role failed: one clear line, the traceback above it
-        traceback.print_exc()
-        cause = getattr(error, "cause", None) or error
-        print(f"freelunch: run stopped: {type(cause).__name__}: {cause}", file=sys.stderr)
-        return 1
-    finally:
-        ray.shutdown()
+    with stop_on_signals():  # after ray.init, which sets a SIGTERM handler of its own
+        try:
+            train(cfg, run_dir, model_dir, resume=resume)
+        except Stop as stop:
+            print(f"freelunch: run stopped by {stop.name}; {resume_hint(run_dir)}", file=sys.stderr, flush=True)
+            return 128 + stop.signum
+        except Exception as error:  # a role failed: one clear line, the traceback above it
+            traceback.print_exc()
+            cause = getattr(error, "cause", None) or error
+            print(f"freelunch: run stopped: {type(cause).__name__}: {cause}", file=sys.stderr)
+            return 1
+        finally:
+            ray.shutdown()
     print(f"freelunch: done; policy in {run_dir / 'policy'}", flush=True)
     return 0
+
+
+RUN_FILES = ("config.toml", "metrics.jsonl", "trajectories", "checkpoints", "policy")
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """What of a run a directory already holds (an empty or missing directory: nothing)."""
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+class Stop(BaseException):
+    """SIGINT or SIGTERM asked the run to stop. Not an Exception: no `except Exception` on the way out
+    swallows it, and every `finally` (the roles' stop, the trackers' close) runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum, self.name = signum, signal.Signals(signum).name
+
+
+@contextmanager
+def stop_on_signals():
+    """The first SIGINT or SIGTERM raises Stop where the driver is (a wait on an actor, a file write finishing
+    first: each file is written whole or not at all), so the run's actors and env processes are stopped on the
+    way out. A second one exits at once.
+
+    Python runs a signal's handler in the main thread only once that thread is back from the call it is in, and
+    a wait inside Ray can take seconds; two signals in that time would count as one. So the signals are also
+    counted as they arrive, through the wakeup fd that Python's own C handler writes to, by a thread that says
+    at once that the run is stopping and exits the process on the second."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+
+    def count() -> None:
+        received = 0
+        while byte := reader.recv(1):
+            if byte[0] not in STOP_SIGNALS:
+                continue
+            received += 1
+            if received > 1:
+                os._exit(128 + byte[0])
+            name = signal.Signals(byte[0]).name
+            sys.stderr.write(f"\nfreelunch: {name}: stopping the run's actors (send it again to exit at once)\n")
+
+    def first(signum, frame):
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda *_: None)  # counted by `count`; the first is on its way out already
+        raise Stop(signum)
+
+    previous = {sig: signal.signal(sig, first) for sig in STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    threading.Thread(target=count, name="freelunch-signals", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        writer.close()  # the counting thread's recv returns b"" and it ends
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _connect(cfg: Config, ray) -> None:

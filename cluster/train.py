@@ -35,7 +35,7 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
     done = checkpoint.latest(run_dir)[1]["iterations_done"] if resume else 0
     trackers = Trackers(cfg.cluster.trackers, run_dir, dataclasses.asdict(cfg), start_iteration=done)
     log = MetricsLog(run_dir, cfg.num_iterations, trackers)
-    with launch(cfg, model_dir) as roles, closing(log), resume_hint(run_dir, cfg):
+    with launch(cfg, model_dir) as roles, closing(log), role_died_hint(run_dir):
         start, version = restore(roles, run_dir, log) if resume else (0, 0)
         handed_out: dict[int, list[Work]] = {}  # iteration -> its work, from hand-out until taken
         evaluation = start_evaluation(roles, cfg, eval_tasks, run_dir, start, version)  # a resume redoes a lost one
@@ -85,17 +85,12 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
 
 
 @contextmanager
-def resume_hint(run_dir: Path, cfg: Config):
+def role_died_hint(run_dir: Path):
     """A learner or scorer that died ends the run; say how to continue it."""
     try:
         yield
     except RoleDied as error:
-        how = (
-            f"continue it from its last checkpoint with: freelunch train --resume {run_dir}"
-            if checkpoint.complete(run_dir)
-            else "it has no checkpoint to resume from (set cluster.save_every)"
-        )
-        raise RoleDied(f"{error}. The run cannot go on without it; {how}") from error
+        raise RoleDied(f"{error}. The run cannot go on without it; {checkpoint.resume_hint(run_dir)}") from error
 
 
 def restore(roles, run_dir: Path, log: MetricsLog) -> tuple[int, int]:

@@ -11,6 +11,7 @@ parent, so it never outlives the process that started it, even while the env han
 import faulthandler
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -59,9 +60,12 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
 
 
 def _exit_when_orphaned(parent: int) -> None:
-    """Exit once the parent is gone (we are re-parented), whatever the main thread is stuck in."""
+    """Exit once the parent is gone (we are re-parented), whatever the main thread is stuck in, and take down what
+    the env started (a JVM): the process group this worker leads."""
     while os.getppid() == parent:
         time.sleep(1.0)
+    if os.getpgid(0) == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
     os._exit(1)
 
 

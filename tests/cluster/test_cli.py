@@ -23,3 +23,31 @@ def test_a_torchvision_that_does_not_import_is_named_with_the_fix(tmp_path):
         assert "operator torchvision::nms does not exist" in out.stderr
         assert "pip uninstall -y torchvision torchaudio torchcodec" in out.stderr
         assert "Ray" not in out.stdout  # nothing was started
+
+
+def test_a_run_directory_that_holds_a_run_is_refused_and_left_as_it_is(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"iteration": 0}\n')
+    (run_dir / "config.toml").write_text("num_iterations = 3\n")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    out = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "train", "cluster/configs/cpu_smoke.toml", "--run-dir", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    assert f"{run_dir} already holds a run (config.toml, metrics.jsonl)" in out.stderr
+    assert f"freelunch train --resume {run_dir}" in out.stderr
+    assert "Ray" not in out.stdout  # nothing was started
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_an_empty_or_missing_run_directory_holds_no_run(tmp_path):
+    from cluster.cli import run_files
+
+    assert run_files(tmp_path / "missing") == [] and run_files(tmp_path) == []
+    (tmp_path / "checkpoints").mkdir()
+    assert run_files(tmp_path) == ["checkpoints"]
