@@ -251,7 +251,12 @@ class _WandB:
         self.run.log(values, step=step)
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish()
+        # finish() can return before W&B's service process has written the run file; tearing the service down
+        # waits for it, so the offline run is complete on disk when the run's driver goes on or exits.
+        wandb.teardown()
 
 
 def _wandb_mode(wandb) -> str | None:
