@@ -9,6 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
+from cluster.log import is_evaluation, read_lines
+
 STATE = "state.json"
 
 
@@ -49,13 +51,10 @@ def latest(run_dir: Path) -> tuple[Path, dict]:
 
 def resume_hint(run_dir: Path) -> str:
     """Where a stopped run is and how to continue it, from what its directory holds."""
-    metrics = run_dir / "metrics.jsonl"
-    lines = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    done = sum(1 for m in lines if "eval/success_rate" not in m)
-    found = complete(run_dir)
-    if not found:
+    done = sum(1 for m in read_lines(run_dir / "metrics.jsonl") if not is_evaluation(m))
+    if not complete(run_dir):
         return f"{done} iterations were done; it has no checkpoint to resume from (set cluster.save_every)"
-    saved = json.loads((found[-1] / STATE).read_text())["iterations_done"]
+    saved = latest(run_dir)[1]["iterations_done"]
     return (
         f"{done} iterations were done; continue it from its checkpoint after {saved} with: "
         f"freelunch train --resume {run_dir}"

@@ -16,9 +16,12 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cluster.files import write_atomically
-from cluster.trackers import Trackers
+
+if TYPE_CHECKING:
+    from cluster.trackers import Trackers  # which reads metrics.jsonl through this file
 
 
 @contextmanager
@@ -31,7 +34,7 @@ def timer(times: dict[str, float], key: str):
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, num_iterations: int, trackers: Trackers):
+    def __init__(self, run_dir: Path, num_iterations: int, trackers: "Trackers"):
         import ray
 
         self.path = run_dir / "metrics.jsonl"
@@ -140,6 +143,11 @@ def forget_from(path: Path, iteration: int) -> None:
         return
     lines = [line for line in path.read_text().splitlines() if kept(json.loads(line))]
     write_atomically(path, "".join(line + "\n" for line in lines))
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The lines of a run's metrics.jsonl, in order; [] before the first is written."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def is_evaluation(metrics: dict) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from cluster.files import write_atomically
+from cluster.log import is_evaluation, read_lines
 
 # Tracker name -> the module its pip extra (of the same name) brings.
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -153,11 +154,9 @@ class _TensorBoard:
 
 def _kept_evaluations(run_dir: Path, iteration: int) -> list[dict]:
     """The evaluation lines of metrics.jsonl at `iteration` (the one a resumed run keeps at its start)."""
-    path = run_dir / "metrics.jsonl"
-    if not iteration or not path.exists():
+    if not iteration:
         return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [m for m in lines if m["iteration"] == iteration and "eval/success_rate" in m]
+    return [m for m in read_lines(run_dir / "metrics.jsonl") if m["iteration"] == iteration and is_evaluation(m)]
 
 
 class _MLflow:

@@ -32,11 +32,12 @@ def train(cfg: Config, run_dir: Path, model_dir: str, resume: bool = False) -> N
     (run_dir / "trajectories").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump(cfg))
     tasks, eval_tasks = task_order(cfg), evaluation_tasks(cfg)  # a bad env or split fails before any actor starts
-    done = checkpoint.latest(run_dir)[1]["iterations_done"] if resume else 0
+    saved = checkpoint.latest(run_dir) if resume else None  # (its directory, its state)
+    done = saved[1]["iterations_done"] if saved else 0
     trackers = Trackers(cfg.cluster.trackers, run_dir, dataclasses.asdict(cfg), start_iteration=done)
     log = MetricsLog(run_dir, cfg.num_iterations, trackers)
     with launch(cfg, model_dir) as roles, closing(log), role_died_hint(run_dir):
-        start, version = restore(roles, run_dir, log) if resume else (0, 0)
+        start, version = restore(roles, *saved, log) if saved else (0, 0)
         handed_out: dict[int, list[Work]] = {}  # iteration -> its work, from hand-out until taken
         evaluation = start_evaluation(roles, cfg, eval_tasks, run_dir, start, version)  # a resume redoes a lost one
         for iteration in range(start, cfg.num_iterations):
@@ -93,9 +94,9 @@ def role_died_hint(run_dir: Path):
         raise RoleDied(f"{error}. The run cannot go on without it; {checkpoint.resume_hint(run_dir)}") from error
 
 
-def restore(roles, run_dir: Path, log: MetricsLog) -> tuple[int, int]:
-    """Load the newest checkpoint into the roles; returns (iterations done, policy version)."""
-    path, state = checkpoint.latest(run_dir)
+def restore(roles, path: Path, state: dict, log: MetricsLog) -> tuple[int, int]:
+    """Load a checkpoint (checkpoint.latest's directory and state) into the roles; returns (iterations done,
+    policy version)."""
     roles.load_checkpoint(str(path), state["policy_version"])  # and broadcast: the engines serve it
     log.forget_from(state["iterations_done"])  # iterations after the checkpoint are redone
     return state["iterations_done"], state["policy_version"]
