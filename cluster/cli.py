@@ -4,6 +4,7 @@
     freelunch score --policy DIR --ref DIR --input FILE --output FILE [...]   (see cluster/score.py)
     freelunch eval --policy DIR --env NAME [--num-tasks N] [--group-size K] [--out DIR] [...]   (see cluster/eval.py)
     freelunch report RUN_DIR [RUN_DIR ...] [--out DIR] [--trajectories N] [--seed S]   (see cluster/report.py)
+    freelunch env list | check NAME [--episodes N] [env.KEY=VALUE ...]   (see cluster/env_check.py)
 
 With no config the quickstart runs: SmolLM2-135M-Instruct on the corridor env, on an embedded local
 Ray cluster (dashboard on http://127.0.0.1:8265). Under `ray job submit` it joins that cluster.
@@ -20,6 +21,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+from cluster import env_check as env_command
 from cluster import eval as eval_command
 from cluster import report as report_command
 from cluster import score as score_command
@@ -49,15 +51,29 @@ def main(argv: list[str] | None = None) -> int:
     eval_command.add_arguments(evaluate)
     report = commands.add_parser("report", help="an HTML page of a run, or of several overlaid: curves, trajectories")
     report_command.add_arguments(report)
-    args = parser.parse_args(argv)
+    env = commands.add_parser("env", help="list env names, or check an env (your own included) against the protocol")
+    env_command.add_arguments(env)
+    args, extra = parser.parse_known_args(argv)
+    # argparse ends a positional list at the first option: `check NAME --episodes 2 env.max_steps=3` leaves the
+    # settings after the option over. They are settings all the same.
+    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    import_from_working_directory()
     problem = broken_torchvision() if not getattr(args, "dry_run", False) else None
     if problem:
         print(f"freelunch: {problem}", file=sys.stderr)
         return 2
-    if args.command in ("score", "eval", "report"):
+    if args.command in ("score", "eval", "report", "env"):
         for key, value in DEFAULT_ENV.items():
             os.environ.setdefault(key, value)
-        run = {"score": score_command.run_score, "eval": eval_command.run_eval, "report": report_command.run_report}
+        run = {
+            "score": score_command.run_score,
+            "eval": eval_command.run_eval,
+            "report": report_command.run_report,
+            "env": env_command.run_env,
+        }
         return run[args.command](args)
     try:
         config_path, overrides = _split(args.args)
@@ -127,6 +143,19 @@ def run_train(cfg: Config, run_dir: str | None, resume: bool = False) -> int:
             ray.shutdown()
     print(f"freelunch: done; policy in {run_dir / 'policy'}", flush=True)
     return 0
+
+
+def import_from_working_directory() -> None:
+    """Put the working directory first on the import path of this process and of every process it starts (Ray
+    workers, env processes), as `python -m` does: a `module:Class` env next to the config imports everywhere on
+    this machine. On a cluster, `ray job submit --working-dir .` carries it to each node and Ray starts the job's
+    workers there."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    path = os.environ.get("PYTHONPATH", "")
+    if cwd not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = cwd + (os.pathsep + path if path else "")
 
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "trajectories", "checkpoints", "policy")

@@ -260,7 +260,7 @@ def check(cfg: Config) -> None:
             errors.append(message)
 
     need(cfg.num_iterations >= 1, f"num_iterations ({cfg.num_iterations}) must be at least 1")
-    need(env.name in envs.available(), f"env.name ({env.name!r}) must be one of {', '.join(envs.available())}")
+    need(not (problem := _env_problem(env.name)), f"env.name: {problem}")
     need(env.max_steps >= 1, f"env.max_steps ({env.max_steps}) must be at least 1")
     need(env.max_env_processes >= 1, f"env.max_env_processes ({env.max_env_processes}) must be at least 1")
     for key, value in [("env.step_timeout_s", env.step_timeout_s), ("env.reset_timeout_s", env.reset_timeout_s)]:
@@ -364,6 +364,16 @@ def check(cfg: Config) -> None:
     )
     if errors:
         raise ConfigError("\n".join(errors))
+
+
+def _env_problem(name: str) -> str | None:
+    """Why env `name` cannot be made (its module does not import, a protocol method is missing, an unknown name),
+    or None. Resolving imports the env's module, not the suite it adapts."""
+    try:
+        envs.resolve_env(name)
+    except envs.EnvSpecError as error:
+        return str(error)
+    return None
 
 
 def _check_types(obj: Any, prefix: str) -> None:
