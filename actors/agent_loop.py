@@ -3,7 +3,9 @@
 `run_agent` alternates engine.generate (the action) and env.step (the observation), appending ids to one
 token stream. Only sampled ids are action tokens; template text and observations are context. Imports no
 vllm/ray/deepspeed: the engine is any object with `async generate(prompt_ids, *, max_tokens, temperature)`,
-the env any object with `async reset(task)` and `async step(action)` (an envs.process.EnvProcess in a run).
+the env any object with `async reset(task)`, `async step(action)` and `tools` (an envs.process.EnvProcess in a
+run). The env's tool schemas, carried in the env process's reset reply, reach the chat template through
+`Conversation(..., tools=env.tools)`; each step's `role` says whether its observation is a tool result.
 """
 
 from typing import Protocol
@@ -12,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from actors.render import Conversation
 from actors.trajectory import Trajectory
-from envs.base import StepResult, Task
+from envs.base import StepResult, Task, resolved
 from envs.process import EnvTimeout
 
 
@@ -23,6 +25,8 @@ class Engine(Protocol):
 
 
 class AsyncEnv(Protocol):
+    tools: list[dict]  # OpenAI-style tool schemas of the task the last reset started; [] for an env without tools
+
     async def reset(self, task: Task) -> str:
         """Start a trajectory on `task`; returns the first observation. Raises EnvTimeout past its limit."""
         ...
@@ -49,8 +53,9 @@ async def run_agent(
 
     An exception from env.reset/env.step ends the trajectory with finish_reason "timeout" (EnvTimeout) or
     "error" (anything else), its message in `error`; the steps before it are kept and the failed step gets
-    reward 0. Exceptions from the engine propagate. `success` is the env's info["success"] on a "done" ending;
-    info["role"] is the chat role an observation renders in ("user" unless the env says "tool").
+    reward 0. Exceptions from the engine propagate. `success` is the env's `success` on a "done" ending; `role` is
+    the chat role an observation renders in; both read through envs.base.resolved, so an env that gives them as
+    info["success"] / info["role"] works too.
     len(tokens) never exceeds max_trajectory_tokens, except for a first prompt that alone is longer: it is kept
     whole, and the trajectory ends "max_tokens" with 0 steps.
     """
@@ -63,7 +68,7 @@ async def run_agent(
         observation = await env.reset(task)
     except Exception as error:
         return _finish(trajectory, _failure(error), error)
-    conversation = Conversation(tokenizer, observation)
+    conversation = Conversation(tokenizer, observation, tools=env.tools)
     _append_context(trajectory, conversation.prompt_ids())
     for t in range(max_steps):
         # One slot stays free for the eos a cut action gets, so the limit holds after it too.
@@ -82,13 +87,14 @@ async def run_agent(
             # The failed step's action tokens carry step_index t, so it keeps a (zero) reward slot.
             trajectory.step_rewards.append(0.0)
             return _finish(trajectory, _failure(error), error)
+        result = resolved(result)
         trajectory.step_rewards.append(result.reward)
         if result.done:
-            trajectory.success = bool(result.info.get("success", False))
+            trajectory.success = bool(result.success)
             return _finish(trajectory, "done")
         if t + 1 == max_steps:
             break
-        observation_ids = conversation.add_observation(result.observation, role=result.info.get("role", "user"))
+        observation_ids = conversation.add_observation(result.observation, role=result.role)
         if len(trajectory.tokens) + len(observation_ids) > max_trajectory_tokens:
             return _finish(trajectory, "max_tokens")
         _append_context(trajectory, observation_ids)

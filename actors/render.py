@@ -2,28 +2,40 @@
 
 Token in, token out: the policy's sampled ids enter the context unchanged (never decoded and re-encoded);
 only the template's own text around them (the first prompt, each observation turn) is tokenised here.
+
+Tools: the env's OpenAI-style function schemas go to every apply_chat_template call as `tools=`, so the model
+sees them as its template presents them (Qwen2.5: a Hermes <tools> block in the system message). A template that
+ignores `tools=` (SmolLM2's, the tiny test model's ChatML) gets them as a system message written in that same
+Hermes format instead (`hermes_system_message`), with a warning.
 """
 
+import json
 import warnings
 
 from transformers import PreTrainedTokenizerBase
 
 OBSERVATION_ROLES = ("user", "tool")
+PROBE_TOOL = {"type": "function", "function": {"name": "probe_5f1d", "description": "", "parameters": {}}}
 
 
 class Conversation:
     """The messages of one trajectory and the template text rendered so far.
 
     Lifecycle: `prompt_ids()` once, then alternate `add_action(...)` and `add_observation(...)`.
+    `tools`: the env's tool schemas, rendered by the template (or as a Hermes system message, see the module doc).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, first_observation: str):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, first_observation: str, tools: list[dict] | None = None):
         if tokenizer.eos_token is None:
             raise ValueError("the tokenizer has no eos_token: the agent loop needs it as the end-of-turn token")
         self._tokenizer = tokenizer
         self._eos = tokenizer.eos_token
         self._eos_id = tokenizer.convert_tokens_to_ids(self._eos)
         self._messages = [{"role": "user", "content": first_observation}]
+        # Given to every render, so each incremental render equals a full one.
+        self._tools = list(tools) if tools and _renders_tools(tokenizer) else None
+        if tools and self._tools is None:
+            self._messages.insert(0, {"role": "system", "content": hermes_system_message(tools)})
         self._first_prompt = self._render(self._messages)
         # Template text covered by the ids handed out so far; each delta is taken against it.
         self._text = self._first_prompt
@@ -87,7 +99,9 @@ class Conversation:
         return self._encode(delta)
 
     def _render(self, messages: list[dict[str, str]]) -> str:
-        return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self._tokenizer.apply_chat_template(
+            messages, tools=self._tools, add_generation_prompt=True, tokenize=False
+        )
 
     def _encode(self, text: str) -> list[int]:
         # The template already writes any BOS it wants as text; add_special_tokens would add a second one.
@@ -109,3 +123,34 @@ def _tool_role(tokenizer: PreTrainedTokenizerBase) -> str:
     if not renders:
         warnings.warn("the chat template has no tool role: tool results are rendered as user messages", stacklevel=3)
     return "tool" if renders else "user"
+
+
+def _renders_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the chat template shows `tools=`: a conversation renders differently with a probe tool than without."""
+    messages = [{"role": "user", "content": "question"}]
+    plain = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    try:
+        renders = plain != tokenizer.apply_chat_template(
+            messages, tools=[PROBE_TOOL], add_generation_prompt=True, tokenize=False
+        )
+    except Exception:  # a template may reject tools it cannot show
+        renders = False
+    if not renders:
+        warnings.warn(
+            "the chat template ignores tools=: the tool schemas are rendered as a Hermes-format system message",
+            stacklevel=3,
+        )
+    return renders
+
+
+def hermes_system_message(tools: list[dict]) -> str:
+    """The tools as Qwen2.5's template writes them into its system message (Hermes format, <tool_call> replies),
+    for templates that ignore tools=."""
+    schemas = "".join("\n" + json.dumps(schema, ensure_ascii=False) for schema in tools)
+    return (
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        f"You are provided with function signatures within <tools></tools> XML tags:\n<tools>{schemas}\n</tools>\n\n"
+        "For each function call, return a json object with function name and arguments within "
+        '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}'
+        "\n</tool_call>"
+    )

@@ -32,7 +32,7 @@ class Trajectory:
     num_steps: int
     finish_reason: str  # "done" | "max_steps" | "max_tokens" | "error" | "timeout" (an env call ran out of time)
     error: str = ""  # the env failure's "Type: message" when finish_reason is "error" or "timeout"
-    success: bool = False  # the env's info["success"] on a "done" ending; False for every other ending
+    success: bool = False  # the env's success on a "done" ending; False for every other ending
 
 
 ROLLOUT_SCHEMA = pa.schema(

@@ -62,13 +62,13 @@ class Corridor:
         else:
             self._room += 1
             if self._room == self.num_rooms:
-                return StepResult("You reach the exit. Well done!", 1.0 / self.num_rooms, True, {"success": True})
+                return StepResult("You reach the exit. Well done!", 1.0 / self.num_rooms, True, success=True)
             return self._next(f"You walk through the {chosen} door.", 1.0 / self.num_rooms)
         return self._next(text, 0.0)
 
     def _next(self, text: str, reward: float) -> StepResult:
         if self._steps >= self.max_steps:
-            return StepResult(text + " Time is up.", reward, True, {"success": False})
+            return StepResult(text + " Time is up.", reward, True, success=False)
         return StepResult(f"{text}\n{self._describe()}", reward, False)
 
     def _describe(self) -> str:

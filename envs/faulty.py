@@ -12,8 +12,13 @@ trajectories end "timeout", the rest succeed, and the report counts the env proc
     fault="segfault"  the process gets SIGSEGV                  -> "error", with the signal
     fault="hang"      the env sleeps forever                    -> "timeout" after env.step_timeout_s
     fault="none"      no fault; `chatter=True` also prints to stdout at every call (must not break anything)
+
+`reply` shapes every step's reply: "typed" (the StepResult fields), "info" (success in info["success"], as envs
+written before the typed fields do: must keep working), "nan" or "text" (the reward is NaN or a string: a
+malformed reply, which the env worker's check turns into an env error, so the trajectory ends "error").
 """
 
+import math
 import os
 import random
 import signal
@@ -24,6 +29,7 @@ from envs.base import StepResult, Task
 from envs.tasks import split_tasks
 
 FAULTS = ("none", "raise", "crash", "segfault", "hang")
+REPLIES = ("typed", "info", "nan", "text")
 
 
 class Faulty:
@@ -35,16 +41,20 @@ class Faulty:
         p: float = 0.25,
         length: int = 3,
         chatter: bool = False,
+        reply: str = "typed",
         max_steps: int = 4,
         num_tasks: int = 64,
     ):
         if fault not in FAULTS:
             raise ValueError(f"faulty: fault must be one of {', '.join(FAULTS)}, got {fault!r}")
+        if reply not in REPLIES:
+            raise ValueError(f"faulty: reply must be one of {', '.join(REPLIES)}, got {reply!r}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"faulty: p must be in [0, 1], got {p}")
         if length < 1 or at_step < -1:
             raise ValueError(f"faulty: length must be >= 1 and at_step >= -1, got length={length}, at_step={at_step}")
         self.fault, self.at_step, self.p, self.length, self.chatter = fault, at_step, p, length, chatter
+        self.reply = reply
         self.max_steps, self.num_tasks = max_steps, num_tasks
         self._luck = random.Random(seed)
         self._steps = 0
@@ -63,10 +73,16 @@ class Faulty:
         self._maybe_fail(self._steps)
         self._steps += 1
         if self._steps == self.length:
-            return StepResult("All done.", 1.0 / self.length, True, {"success": True})
+            return self._result("All done.", True, success=True)
         if self._steps >= self.max_steps:
-            return StepResult("Time is up.", 1.0 / self.length, True, {"success": False})
-        return StepResult(f"Step {self._steps + 1} of {self.length}.", 1.0 / self.length, False)
+            return self._result("Time is up.", True, success=False)
+        return self._result(f"Step {self._steps + 1} of {self.length}.", False, success=None)
+
+    def _result(self, text: str, done: bool, success: bool | None) -> StepResult:
+        reward = {"nan": math.nan, "text": str(1.0 / self.length)}.get(self.reply, 1.0 / self.length)
+        if self.reply == "info":
+            return StepResult(text, reward, done, {} if success is None else {"success": success})
+        return StepResult(text, reward, done, success=success)
 
     def _maybe_fail(self, step: int) -> None:
         if self.chatter:

@@ -1,7 +1,9 @@
 """[env] Environments in child processes, with a timeout on every call: env -> agent loop, across a process.
 
-`EnvProcess`: one env instance in a child (`python -m envs.worker`), spoken to in JSON lines. A call past its
-limit kills the child (EnvTimeout); a child that dies is an EnvCrash; an exception inside the env is EnvRaised.
+`EnvProcess`: one env instance in a child (`python -m envs.worker`), spoken to in JSON lines: a reset reply
+carries the first observation and the task's tool schemas (`EnvProcess.tools`), a step reply the StepResult's
+fields, checked by the child (`envs.base.check_step`). A call past its limit kills the child (EnvTimeout); a
+child that dies is an EnvCrash; an exception inside the env, or a reply that fails its check, is EnvRaised.
 After any failure the instance is `broken` and never used again. `EnvPool` hands out one live EnvProcess per
 trajectory and replaces the broken ones. Pure Python (asyncio, the standard library and envs only).
 """
@@ -15,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from envs.base import Env, StepResult, Task
+from envs.base import Env, StepResult, Task, check_reset, check_step, tools_of
 
 MAX_REPLY_BYTES = 64 * 2**20  # longest reply line (one observation) the parent accepts
 STDERR_TAIL_BYTES = 2000  # how much of the child's last stderr output a crash message quotes
@@ -44,12 +46,14 @@ class EnvProcess:
 
     Lifecycle: `await EnvProcess.start(...)`, then per trajectory `make(...)`, `await reset(task)`,
     `await step(action)`...; finally `await close()`. The child's stderr is passed through to ours.
+    `tools`: the OpenAI-style tool schemas of the task the last reset started ([] for an env without tools).
     """
 
     def __init__(self, process: asyncio.subprocess.Process, *, step_timeout_s: float, reset_timeout_s: float):
         self._process = process
         self.step_timeout_s, self.reset_timeout_s = step_timeout_s, reset_timeout_s
         self.broken = False
+        self.tools: list[dict] = []
         self._spec: dict | None = None
         self._stderr_tail = b""
         self._stderr_reader = asyncio.create_task(self._pass_stderr())
@@ -96,12 +100,14 @@ class EnvProcess:
     async def reset(self, task: Task) -> str:
         if self._spec is None:
             raise RuntimeError("EnvProcess.reset before make(name, seed, options)")
+        self.tools = []
         request = {"call": "reset", "env": self._spec, "task": dataclasses.asdict(task)}
-        return (await self._call(request, self.reset_timeout_s, "reset"))["observation"]
+        reply = await self._call(request, self.reset_timeout_s, "reset")
+        self.tools = reply["tools"]
+        return reply["observation"]
 
     async def step(self, action: str) -> StepResult:
-        reply = await self._call({"call": "step", "action": action}, self.step_timeout_s, "step")
-        return StepResult(reply["observation"], reply["reward"], reply["done"], reply["info"])
+        return StepResult(**await self._call({"call": "step", "action": action}, self.step_timeout_s, "step"))
 
     async def close(self) -> None:
         """Ask the child to exit (EOF on its stdin); kill it if it has not within CLOSE_GRACE_S."""
@@ -242,17 +248,26 @@ class EnvPool:
 class InProcessEnv:
     """The EnvProcess call API over an env object in this process: no isolation, no timeouts.
 
-    For tests and benchmarks (the baseline that EnvProcess must reproduce); an env that hangs hangs the caller.
+    For tests and benchmarks (the baseline that EnvProcess must reproduce: the same checks, the same replies); an
+    env that hangs hangs the caller. A reply that fails its check raises ValueError.
     """
 
     def __init__(self, env: Env):
         self.env = env
+        self.tools: list[dict] = []
 
     async def reset(self, task: Task) -> str:
-        return self.env.reset(task)
+        self.tools = []
+        observation = self.env.reset(task)
+        tools = tools_of(self.env)
+        check_reset(observation, tools)
+        self.tools = tools
+        return observation
 
     async def step(self, action: str) -> StepResult:
-        return self.env.step(action)
+        result = self.env.step(action)
+        check_step(result)
+        return result
 
 
 def _exit_status(code: int | None) -> str:

@@ -120,7 +120,7 @@ class ScienceWorld:
         reward, out_of_steps = self._progress.advance(score)
         completed = bool(self._server.getCompleted()) or score < 0
         done = completed or out_of_steps
-        return StepResult(observation.strip(), reward, done, {"success": completed and score >= 1.0} if done else {})
+        return StepResult(observation.strip(), reward, done, success=completed and score >= 1.0 if done else None)
 
     def gold_actions(self) -> list[str]:
         """The suite's solution of the current variation (needs gold_path=True)."""

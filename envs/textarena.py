@@ -55,8 +55,8 @@ class TextArena:
             score = _final_reward(self._env.state.rewards)
             text = f"{text}\n{self._env.state.game_info[0].get('reason', 'The game is over.')}".strip()
         reward, out_of_steps = self._progress.advance(score)
-        done = game_over or out_of_steps
-        return StepResult(text, reward, done, {"success": game_over and score >= 1.0} if done else {})
+        done = bool(game_over) or out_of_steps
+        return StepResult(text, reward, done, success=bool(game_over) and score >= 1.0 if done else None)
 
     def _messages(self) -> str:
         """The game's messages since the last call, without the echo of the player's own action."""

@@ -132,10 +132,10 @@ class TextWorld:
     def step(self, action: str) -> StepResult:
         state, score, game_over = self._env.step(match_action(action, self._valid))
         reward, out_of_steps = self._progress.advance(score / self._max_score)
-        done = game_over or bool(state["won"]) or bool(state["lost"]) or out_of_steps
+        done = bool(game_over) or bool(state["won"]) or bool(state["lost"]) or out_of_steps
         self._valid = [] if done else sorted(state["admissible_commands"])
         text = with_actions(_feedback(state["feedback"]), self._valid, self.list_actions)
-        return StepResult(text, reward, done, {"success": bool(state["won"])} if done else {})
+        return StepResult(text, reward, done, success=bool(state["won"]) if done else None)
 
     def walkthrough(self) -> list[str]:
         """The generator's winning command sequence for the current task."""

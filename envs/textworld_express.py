@@ -108,7 +108,7 @@ class TextWorldExpress:
         reward, out_of_steps = self._progress.advance(state["score"])
         done = state["tasksuccess"] or state["taskfailure"] or out_of_steps
         text = with_actions(state["observation"], self._valid, self.list_actions and not done)
-        return StepResult(text, reward, done, {"success": bool(state["tasksuccess"])} if done else {})
+        return StepResult(text, reward, done, success=bool(state["tasksuccess"]) if done else None)
 
     def gold_actions(self) -> list[str]:
         """The suite's solution of the current task (needs gold_path=True)."""

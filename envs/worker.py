@@ -3,11 +3,15 @@
     python -m envs.worker PARENT_PID        (started by EnvProcess, not by hand)
 
 One request per line, one reply per line, in order. `reset` makes the env (or keeps the current one when
-name, seed and options are unchanged) and resets it; `step` steps it; an exception in the env is a reply
-{"error": "Type: message"}, not an exit. The child exits on stdin EOF or when PARENT_PID stops being its
-parent, so it never outlives the process that started it, even while the env hangs.
+name, seed and options are unchanged) and resets it: {"observation", "tools"} (the task's tool schemas, [] for an
+env without tools); `step` steps it: the StepResult's fields {"observation", "reward", "done", "info", "success",
+"role"}. Every reply is checked first (`envs.base.check_reset` / `check_step`: reward a finite number, done a
+bool, role user or tool, ...). An exception in the env, or a reply that fails its check, is a reply
+{"error": "Type: message"} naming the field, not an exit. The child exits on stdin EOF or when PARENT_PID stops
+being its parent, so it never outlives the process that started it, even while the env hangs.
 """
 
+import dataclasses
 import faulthandler
 import json
 import os
@@ -18,7 +22,7 @@ import time
 from typing import IO
 
 from envs import make_env
-from envs.base import Env, Task
+from envs.base import Env, Task, check_reset, check_step, tools_of
 
 
 def main() -> None:
@@ -45,13 +49,16 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
                     env = spec = None  # a failed make leaves no env behind
                     env = make_env(request["env"]["name"], seed=request["env"]["seed"], **request["env"]["options"])
                     spec = request["env"]
-                reply = {"observation": env.reset(Task(**request["task"]))}
+                observation = env.reset(Task(**request["task"]))
+                tools = tools_of(env)
+                check_reset(observation, tools)
+                reply = {"observation": observation, "tools": tools}
             elif env is None:
                 raise RuntimeError("step before a successful reset")
             else:
                 result = env.step(request["action"])
-                reply = {"observation": result.observation, "reward": result.reward, "done": result.done}
-                reply["info"] = result.info
+                check_step(result)
+                reply = dataclasses.asdict(result) | {"reward": float(result.reward)}  # a numpy float too
             text = json.dumps(reply)
         except Exception as error:
             text = json.dumps({"error": f"{type(error).__name__}: {error}"})

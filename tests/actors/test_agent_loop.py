@@ -185,7 +185,7 @@ def test_env_timeout_ends_trajectory_with_timeout_and_keeps_earlier_steps(tokeni
     assert (trajectory.step_rewards, trajectory.outcome, trajectory.success) == ([0.5, 0.0], 0.5, False)
 
 
-def test_success_is_the_final_steps_info_on_done_only(tokenizer):
+def test_success_is_the_final_steps_info_on_done_only_for_envs_without_the_typed_field(tokenizer):
     class Succeeds(ScriptedEnv):
         def step(self, action: str) -> StepResult:
             result = super().step(action)
@@ -209,3 +209,19 @@ def test_observation_renders_in_the_role_the_env_names(tokenizer):
     messages += [{"role": "tool", "content": env.observation}, {"role": "assistant", "content": "red"}]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     assert trajectory.tokens == tokenizer.encode(text.removesuffix("\n"), add_special_tokens=False)
+
+
+def test_typed_success_and_role_win_over_info(tokenizer):
+    class Typed(ScriptedEnv):
+        def step(self, action: str) -> StepResult:
+            result = super().step(action)
+            info = {"success": False, "role": "user"}  # what an older version of the env wrote: ignored
+            return StepResult(result.observation, result.reward, result.done, info, success=True, role="tool")
+
+    trajectory = play(Typed(rewards=[0.0, 1.0]), FakeEngine(tokenizer), tokenizer)
+    env = Typed(rewards=[0.0, 1.0])
+    messages = [{"role": "user", "content": env.reset(TASK)}, {"role": "assistant", "content": "red"}]
+    messages += [{"role": "tool", "content": env.observation}, {"role": "assistant", "content": "red"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert trajectory.tokens == tokenizer.encode(text.removesuffix("\n"), add_special_tokens=False)
+    assert (trajectory.finish_reason, trajectory.success) == ("done", True)

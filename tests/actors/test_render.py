@@ -1,11 +1,12 @@
 """Incremental chat-template rendering equals rendering the whole conversation at once, per tokenizer."""
 
 import copy
+import warnings
 
 import pytest
 from transformers import AutoTokenizer
 
-from actors.render import Conversation
+from actors.render import Conversation, hermes_system_message
 from cluster.models import resolve_model
 
 OBSERVATIONS = [
@@ -109,3 +110,96 @@ def test_unknown_observation_role_is_rejected(tokenizer):
     conversation.add_action(tokenizer.encode("red", add_special_tokens=False), finished=False)
     with pytest.raises(ValueError, match="observation role must be one of"):
         conversation.add_observation(OBSERVATIONS[1], role="system")
+
+
+# Qwen2.5-Instruct's chat template (tools in a Hermes system message, tool results as <tool_response> in a user
+# turn), for a template that renders tools=; neither built-in model's template does.
+QWEN25_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}"
+    "{%- else %}{{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}{%- endif %}"
+    '{{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n'
+    'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}'
+    '{%- for tool in tools %}{{- "\\n" }}{{- tool | tojson }}{%- endfor %}'
+    '{{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within '
+    '<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": '
+    '<args-json-object>}\\n</tool_call><|im_end|>\\n" }}'
+    "{%- else %}{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\\n' }}{%- endif %}{%- endif %}"
+    "{%- for message in messages %}"
+    '{%- if (message.role == "user") or (message.role == "system" and not loop.first) or '
+    '(message.role == "assistant" and not message.tool_calls) %}'
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    '{%- elif message.role == "tool" %}'
+    "{%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' }}{{- message.content }}{{- '\\n</tool_response>' }}"
+    "{%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_price",
+            "description": "The unit price of an item.",
+            "parameters": {
+                "type": "object",
+                "properties": {"item": {"type": "string", "description": "the item's name"}},
+                "required": ["item"],
+            },
+        },
+    }
+]
+TOOL_STEPS = [
+    ('<tool_call>{"name": "get_price", "arguments": {"item": "lamp"}}</tool_call>', '{"unit_price": 12}', "tool"),
+    ("no call", "No tool call found.", "user"),
+    ('<tool_call>{"name": "get_price", "arguments": {"item": "mug"}}</tool_call>', '{"unit_price": 3}', "tool"),
+]
+
+
+def render_steps(conversation: Conversation, tokenizer, steps) -> tuple[list[int], list[dict[str, str]]]:
+    """Ids of the conversation rendered step by step, and its messages after the first."""
+    ids, messages = conversation.prompt_ids(), []
+    for action, observation, role in steps:
+        action_ids = tokenizer.encode(action + tokenizer.eos_token, add_special_tokens=False)
+        conversation.add_action(action_ids, finished=True)
+        ids += action_ids + conversation.add_observation(observation, role=role)
+        messages += [{"role": "assistant", "content": action}, {"role": role, "content": observation}]
+    return ids, messages
+
+
+def test_tools_render_through_a_template_that_supports_them_like_the_full_chat_template(tokenizer):
+    qwen = copy.deepcopy(tokenizer)
+    qwen.chat_template = QWEN25_TEMPLATE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither fallback (tools, tool role) is taken
+        ids, messages = render_steps(Conversation(qwen, OBSERVATIONS[0], tools=TOOLS), qwen, TOOL_STEPS)
+    messages = [{"role": "user", "content": OBSERVATIONS[0]}] + messages
+    full = qwen.apply_chat_template(messages, tools=TOOLS, add_generation_prompt=True, tokenize=False)
+    assert ids == qwen.encode(full, add_special_tokens=False)
+    assert full.startswith(
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n"
+        f"{hermes_system_message(TOOLS)}<|im_end|>\n"  # the fallback writes exactly Qwen2.5's tools text
+    )
+    assert full.count("<tool_response>\n") == 2
+
+
+def test_template_that_ignores_tools_gets_them_as_a_hermes_system_message(tokenizer):
+    with pytest.warns(UserWarning, match="ignores tools="):  # tiny-random's and SmolLM2's templates ignore them
+        conversation = Conversation(tokenizer, OBSERVATIONS[0], tools=TOOLS)
+    ids, messages = render_steps(conversation, tokenizer, TOOL_STEPS)
+    system = {"role": "system", "content": hermes_system_message(TOOLS)}
+    assert ids == full_ids(tokenizer, [system, {"role": "user", "content": OBSERVATIONS[0]}] + messages)
+    assert hermes_system_message(TOOLS) == (
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+        '{"type": "function", "function": {"name": "get_price", "description": "The unit price of an item.", '
+        '"parameters": {"type": "object", "properties": {"item": {"type": "string", "description": '
+        '"the item\'s name"}}, "required": ["item"]}}}\n</tools>\n\n'
+        "For each function call, return a json object with function name and arguments within "
+        '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+        "<args-json-object>}\n</tool_call>"
+    )

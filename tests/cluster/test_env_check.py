@@ -40,7 +40,8 @@ def test_a_good_env_passes_every_check():
         ("broken_envs:ShuffledTasks", "FAIL tasks: tasks('train') is not deterministic: a second call gives "
          "another list"),
         ("broken_envs:SharedSplits", "FAIL tasks: train and eval share 8 task ids, e.g. 't-0'"),
-        ("broken_envs:NaNReward", "FAIL play: t-0 step 0 (action "),
+        ("broken_envs:NaNReward", "FAIL play: step 0 of t-0 (action '') failed: ValueError: step returned reward "
+         "nan (float); reward must be a finite number"),
         ("broken_envs:NeverEnds", "FAIL play: t-0 did not end within max_steps=3: 4 steps taken"),
         ("broken_envs:Unreplayable", "FAIL replay: t-0 replayed with the same seed and actions: the first observation "
          "differs"),

@@ -25,7 +25,7 @@ def test_healthy_trajectory_succeeds_after_length_steps():
     env = make_env("faulty", length=2)
     env.reset(Task("t", 0))
     first, last = env.step("a"), env.step("b")
-    assert (first.done, last.done, last.info, first.reward + last.reward) == (False, True, {"success": True}, 1.0)
+    assert (first.done, last.done, last.success, first.reward + last.reward) == (False, True, True, 1.0)
 
 
 def test_every_fault_has_a_name_and_bad_options_are_rejected():

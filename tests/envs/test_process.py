@@ -1,6 +1,7 @@
 """Env processes: a crash, a hang or an exception ends only its own trajectory, and no child is left behind."""
 
 import asyncio
+import math
 import re
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from transformers import AutoTokenizer
 from actors.agent_loop import run_agent
 from actors.engine import Completion
 from envs import make_env
-from envs.base import Task
+from envs.base import StepResult, Task, check_step
 from envs.process import EnvCrash, EnvFailure, EnvPool, EnvProcess, EnvRaised, EnvTimeout, InProcessEnv
 
 TASK = Task(task_id="task-0", seed=0)
@@ -75,7 +76,7 @@ def test_env_prints_do_not_corrupt_the_replies(capfd):
 
     observation, results = run(main())
     assert observation.startswith("Task task-0") and [r.done for r in results] == [False, True]
-    assert results[1].info == {"success": True}
+    assert (results[1].success, results[1].info) == (True, {})
     assert "this line goes to stdout" in capfd.readouterr().err  # the env's stdout reaches our stderr
 
 
@@ -122,13 +123,95 @@ def test_bad_env_name_and_options_are_env_errors():
     async def main():
         process = await started()
         process.make("nope", 0, {})
-        with pytest.raises(EnvRaised, match=r"ValueError: unknown env 'nope'; available: corridor"):
+        with pytest.raises(EnvRaised, match=r"EnvSpecError: unknown env 'nope'; available: corridor"):
             await process.reset(TASK)
         await process.close()
         with pytest.raises(TypeError, match="env options for 'faulty' must be JSON values"):
             process.make("faulty", 0, {"fault": object()})
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    "result, message",
+    [
+        (StepResult("ok", math.nan, False), "step returned reward nan (float); reward must be a finite number"),
+        (StepResult("ok", "1.0", False), "step returned reward '1.0' (str); reward must be a finite number"),
+        (StepResult("ok", True, False), "step returned reward True (bool); reward must be a finite number"),
+        (StepResult("ok", 1.0, 1), "step returned done 1 (int); done must be a bool"),
+        (StepResult(None, 1.0, False), "step returned observation None (NoneType); observation must be a str"),
+        (
+            StepResult("ok", 1.0, True, {"seen": {1}}),
+            "step returned info that is not JSON-serialisable: Object of type set is not JSON serializable",
+        ),
+        (StepResult("ok", 1.0, False, role="system"), "step returned role 'system' (str); role must be one of user"),
+        (StepResult("ok", 1.0, False, {"role": "assistant"}), "step returned role 'assistant' (str); role must be one"),
+        (StepResult("ok", 1.0, True, success="yes"), "step returned success 'yes' (str); success must be a bool"),
+        ("ok", "step returned 'ok' (str); it must return an envs.base.StepResult"),
+    ],
+)
+def test_malformed_step_results_are_rejected_naming_the_field(result, message):
+    with pytest.raises(ValueError) as caught:
+        check_step(result)
+    assert str(caught.value).startswith(message)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        asyncio.run(InProcessEnv(ScriptedReply(result)).step("go"))  # the baseline checks as the worker does
+
+
+class ScriptedReply:
+    """An env whose every step returns `result` as it is."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def step(self, action: str):
+        return self.result
+
+
+@pytest.mark.parametrize("reply, found", [("nan", "nan (float)"), ("text", "'0.3333333333333333' (str)")])
+def test_a_malformed_reward_ends_only_its_trajectory_as_an_env_error(tiny_model_dir, reply, found):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    limits = dict(max_steps=4, max_tokens=16, max_trajectory_tokens=2048, temperature=1.0)
+
+    async def main():
+        process = await started()
+        process.make("faulty", 0, {"reply": reply})
+        await process.reset(TASK)
+        with pytest.raises(EnvRaised) as caught:
+            await process.step("go")
+        process = await started()
+        process.make("faulty", 0, {"reply": reply})
+        engine = DoorEngine(tokenizer)
+        trajectory = await run_agent(process, TASK, engine, tokenizer, trajectory_id="t", group_id="g", **limits)
+        await process.close()
+        return caught.value, trajectory
+
+    error, trajectory = run(main())
+    message = f"ValueError: step returned reward {found}; reward must be a finite number (raised by the env in step)"
+    assert str(error) == message
+    assert (trajectory.finish_reason, trajectory.error) == ("error", f"EnvRaised: {message}")
+    assert trajectory.step_rewards == [0.0]
+
+
+def test_an_env_that_puts_success_in_info_works_end_to_end(tiny_model_dir):
+    """Envs written before the typed fields (success in info["success"]) keep working unchanged."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    options = {"reply": "info", "length": 2}
+    limits = dict(max_steps=4, max_tokens=16, max_trajectory_tokens=2048, temperature=1.0)
+
+    async def main():
+        process = await started()
+        process.make("faulty", 0, options)
+        await process.reset(TASK)
+        results = [await process.step("go"), await process.step("go")]
+        engine = DoorEngine(tokenizer)
+        trajectory = await run_agent(process, TASK, engine, tokenizer, trajectory_id="t", group_id="g", **limits)
+        await process.close()
+        return results, trajectory
+
+    results, trajectory = run(main())
+    assert results[1] == StepResult("All done.", 0.5, True, {"success": True})  # as the env returned it
+    assert (trajectory.finish_reason, trajectory.success, trajectory.outcome) == ("done", True, 1.0)
 
 
 class DoorEngine:

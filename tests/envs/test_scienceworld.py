@@ -24,7 +24,7 @@ def test_gold_path_succeeds_with_outcome_one_although_the_start_state_scores():
         outcome += results[-1].reward
         if results[-1].done:
             break
-    assert results[-1].info == {"success": True} and outcome == pytest.approx(1.0)
+    assert results[-1].success is True and outcome == pytest.approx(1.0)
     assert results[0].reward > 0.08  # the first step's reward includes the 1/12 the start state scores
 
 
@@ -41,7 +41,7 @@ def _play(actions: list[str]) -> list[str]:
     for action in actions:
         result = env.step(action)
         observations.append(result.observation)
-    assert result.done and result.info == {"success": False}
+    assert result.done and result.success is False
     return observations
 
 
@@ -65,7 +65,7 @@ def test_an_ambiguity_is_answered_by_the_number_shown():
     env.step("focus on door")
     result = env.step("2")
     assert result.observation == "You focus on the door between kitchen and outside."
-    assert result.done and result.info == {"success": False}  # focusing on the wrong thing fails the task
+    assert result.done and result.success is False  # focusing on the wrong thing fails the task
 
 
 def test_without_java_on_path_the_error_says_java_17_is_needed(monkeypatch, tmp_path):

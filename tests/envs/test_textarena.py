@@ -24,19 +24,19 @@ def play(game: str, actions: list[str], seed: int = 0, **options) -> tuple[list[
 def test_optimal_tower_of_hanoi_wins_with_outcome_one():
     observations, results = play("TowerOfHanoi-v0", ["I move [A C]"] + HANOI[1:])
     assert "Tower of Hanoi with 3 disks" in observations[0] and observations[1].startswith("You moved disk 1")
-    assert [r.reward for r in results] == [0.0] * 6 + [1.0] and results[-1].info == {"success": True}
+    assert [r.reward for r in results] == [0.0] * 6 + [1.0] and results[-1].success is True
     assert "You solved the Tower of Hanoi puzzle" in observations[-1]
 
 
 def test_invalid_moves_are_normal_steps_and_never_end_the_game():
     observations, results = play("TowerOfHanoi-v0", ["hello", "[C B]", "[C A]", "what now?"] + HANOI, max_steps=20)
     assert all("You attempted an invalid move. Reason:" in o for o in observations[1:5])
-    assert not any(r.done for r in results[:4]) and results[-1].info == {"success": True}
+    assert not any(r.done for r in results[:4]) and results[-1].success is True
 
 
 def test_max_steps_ends_the_game_with_outcome_zero():
     _, results = play("TowerOfHanoi-v0", HANOI[:3], max_steps=3)
-    assert results[-1].done and results[-1].info == {"success": False} and sum(r.reward for r in results) == 0.0
+    assert results[-1].done and results[-1].success is False and sum(r.reward for r in results) == 0.0
 
 
 @pytest.mark.parametrize("game", GAMES)

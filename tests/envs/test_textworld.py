@@ -27,13 +27,13 @@ def play(actions: list[str], **options) -> tuple[list[str], float, dict]:
         outcome += result.reward
         if result.done:
             break
-    return observations, outcome, result.info
+    return observations, outcome, result.success
 
 
 @pytest.mark.slow
 def test_walkthrough_wins_with_outcome_one(cache):
-    observations, outcome, info = play([], max_steps=50)
-    assert info == {"success": True} and outcome == pytest.approx(1.0)
+    observations, outcome, success = play([], max_steps=50)
+    assert success is True and outcome == pytest.approx(1.0)
     assert "Valid actions: " in observations[0] and ">" not in observations[1]  # no prompt or status line
     assert "You scored 1 out of a possible 1" in observations[-1]
 
@@ -41,9 +41,9 @@ def test_walkthrough_wins_with_outcome_one(cache):
 @pytest.mark.slow
 def test_invalid_action_is_a_normal_step_and_the_same_task_replays_the_same(cache):
     actions = ["xyzzy", "eat the sky", "go west", "look"]
-    observations, outcome, info = play(actions, max_steps=4)
+    observations, outcome, success = play(actions, max_steps=4)
     assert observations[1].startswith("That's not a verb I recognise.") and outcome == 0.0
-    assert info == {"success": False}  # max_steps ended it
+    assert success is False  # max_steps ended it
     assert play(actions, max_steps=4)[0] == observations
 
 
