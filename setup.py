@@ -32,6 +32,7 @@ setup(
         "scienceworld": ["scienceworld==1.2.3"],  # needs Java 17
         "textworld": ["textworld==1.7.0"],
         "textarena": ["textarena==0.7.4"],
+        "reasoning_gym": ["reasoning-gym==0.1.25"],  # procedural tasks with their own verifiers (envs/README.md)
         # Experiment trackers, one extra each (cluster.trackers): mlflow caps pyarrow<26 and cachetools<8.
         "tensorboard": ["tensorboard"],
         "mlflow": ["mlflow"],

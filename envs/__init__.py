@@ -10,7 +10,7 @@ made.
 from collections.abc import Callable
 from functools import partial
 
-from envs import scienceworld, textarena, textworld, textworld_express
+from envs import reasoning_gym, scienceworld, textarena, textworld, textworld_express
 from envs.base import Env, StepResult, Task
 from envs.registry import EnvSpecError, entry_points, resolve
 
@@ -21,6 +21,7 @@ SUITES = {  # suite -> its games: env names are "<suite>/<game>"
     "scienceworld": scienceworld.TASKS,
     "textworld": tuple(textworld.GAMES),
     "textarena": textarena.GAMES,
+    "reasoning_gym": reasoning_gym.DATASETS,
 }
 BUILTINS = ["corridor", "mdp", "faulty", "faulty/raise", "faulty/crash", "faulty/segfault", "faulty/hang", "tools"]
 
@@ -70,4 +71,6 @@ def _builtin(name: str) -> Callable[..., Env] | None:
         return partial(textworld.TextWorld, game)
     elif suite == "textarena" and game in SUITES[suite]:
         return partial(textarena.TextArena, game)
+    elif suite == "reasoning_gym" and game in SUITES[suite]:
+        return partial(reasoning_gym.ReasoningGym, game)
     return None
