@@ -134,6 +134,9 @@ def run_train(cfg: Config, run_dir: str | None, resume: bool = False) -> int:
         except Stop as stop:
             print(f"freelunch: run stopped by {stop.name}; {resume_hint(run_dir)}", file=sys.stderr, flush=True)
             return 128 + stop.signum
+        except ConfigError as error:  # found by train before any actor starts: the env's tasks, say
+            print(f"freelunch: config error: {error}", file=sys.stderr)
+            return 2
         except Exception as error:  # a role failed: one clear line, the traceback above it
             traceback.print_exc()
             cause = getattr(error, "cause", None) or error

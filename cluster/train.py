@@ -105,6 +105,11 @@ def restore(roles, path: Path, state: dict, log: MetricsLog) -> tuple[int, int]:
 def task_order(cfg: Config) -> list[Task]:
     """The train split in a seeded order, built once per run (a real suite's task list may start a JVM)."""
     tasks = make_env(cfg.env.name, seed=cfg.seed, **cfg.env.make_env_kwargs()).tasks("train")
+    if len(tasks) < tasks_per_iteration(cfg):  # an iteration's groups must be distinct tasks (a small dataset)
+        raise ConfigError(
+            f"{cfg.env.name}'s train split has {len(tasks)} tasks; an iteration plays learner.batch_size / "
+            f"learner.group_size = {tasks_per_iteration(cfg)} distinct tasks: lower learner.batch_size or give more"
+        )
     random.Random(cfg.seed).shuffle(tasks)
     return tasks
 

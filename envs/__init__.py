@@ -23,7 +23,17 @@ SUITES = {  # suite -> its games: env names are "<suite>/<game>"
     "textarena": textarena.GAMES,
     "reasoning_gym": reasoning_gym.DATASETS,
 }
-BUILTINS = ["corridor", "mdp", "faulty", "faulty/raise", "faulty/crash", "faulty/segfault", "faulty/hang", "tools"]
+BUILTINS = [
+    "corridor",
+    "mdp",
+    "dataset",
+    "faulty",
+    "faulty/raise",
+    "faulty/crash",
+    "faulty/segfault",
+    "faulty/hang",
+    "tools",
+]
 
 
 def builtin_names() -> list[str]:
@@ -55,6 +65,10 @@ def _builtin(name: str) -> Callable[..., Env] | None:
         from envs.mdp import TextMDP
 
         return TextMDP
+    elif name == "dataset":  # tasks from a JSONL or Parquet file, scored by a reward function
+        from envs.dataset import Dataset
+
+        return Dataset
     elif suite == "faulty" and game in ("", "raise", "crash", "segfault", "hang"):  # fails on purpose: faulty.py
         from envs.faulty import Faulty
 
