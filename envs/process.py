@@ -22,6 +22,7 @@ from envs.base import Env, StepResult, Task, check_reset, check_step, tools_of
 MAX_REPLY_BYTES = 64 * 2**20  # longest reply line (one observation) the parent accepts
 STDERR_TAIL_BYTES = 2000  # how much of the child's last stderr output a crash message quotes
 CLOSE_GRACE_S = 2.0  # a closed child gets this long to exit on stdin EOF before it is killed
+LATE_REPLY_TURNS = 8  # event-loop turns a late call still gets, to read a reply that came in while the loop was held
 STDERR_DRAIN_S = 1.0  # how long an exited child's stderr may stay open (held by a grandchild) before we stop reading
 
 
@@ -126,13 +127,24 @@ class EnvProcess:
         # Broken until a whole reply is in: a call cut short (timeout, cancellation, garbage) leaves the
         # request/reply stream out of step.
         self.broken = True
+        exchange = asyncio.ensure_future(self._exchange(request, what))
         try:
-            reply = await asyncio.wait_for(self._exchange(request, what), timeout_s)
-        except TimeoutError:
+            await asyncio.wait({exchange}, timeout=timeout_s)
+            # The limit is on the env, not on this event loop. A long engine step holds the loop (it runs in it),
+            # and a reply that came in meanwhile still needs a few turns of the loop to be read: it gets them.
+            # An env that has not answered gets nothing from them.
+            for _ in range(LATE_REPLY_TURNS):
+                if exchange.done():
+                    break
+                await asyncio.sleep(0)
+        finally:
+            late = not exchange.done()
+            if late:  # or this call was cancelled
+                exchange.cancel()
+        if late:
             await self._kill()
-            raise EnvTimeout(
-                f"env {what} did not answer within {timeout_s:g} s; its process {self.pid} was killed"
-            ) from None
+            raise EnvTimeout(f"env {what} did not answer within {timeout_s:g} s; its process {self.pid} was killed")
+        reply = exchange.result()  # or its EnvCrash
         if "error" in reply:
             raise EnvRaised(f"{reply['error']} (raised by the env in {what})")
         self.broken = False

@@ -119,6 +119,26 @@ def test_hang_in_reset_times_out_under_reset_timeout():
     assert 1.5 <= elapsed < 5 and not alive(process.pid)
 
 
+def test_a_reply_that_came_in_while_the_event_loop_was_held_is_not_a_timeout():
+    """A long engine step holds the rollout actor's event loop past an env's step limit; the env answered in
+    time, and its reply is read once the loop turns again, not thrown away with the process."""
+
+    async def main():
+        process = await started(step_timeout_s=0.5)
+        process.make("corridor", 0, CORRIDOR)
+        await process.reset(TASK)
+        call = asyncio.ensure_future(process.step("red"))
+        await asyncio.sleep(0.05)  # the request is out; the env answers within milliseconds
+        time.sleep(1.5)  # an engine step: the loop is held three times the limit
+        result = await call
+        broken = process.broken
+        await process.close()
+        return result, broken
+
+    result, broken = run(main())
+    assert result.observation.startswith("That is not a door here") and not broken
+
+
 def test_bad_env_name_and_options_are_env_errors():
     async def main():
         process = await started()
