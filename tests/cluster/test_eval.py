@@ -52,7 +52,7 @@ def test_success_interval_treats_tasks_as_the_independent_draws():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--env", "nope"], "env.name ('nope') must be one of " + ", ".join(available())),
+        (["--env", "nope"], "env.name: unknown env 'nope'; available: " + ", ".join(available())),
         (["--num-tasks", "513"], "--num-tasks must be in 1..512: the eval split of corridor has 512 tasks"),
         (["--num-tasks", "0"], "--num-tasks must be in 1..512"),
         (["--group-size", "0"], "--group-size must be at least 1, got 0"),

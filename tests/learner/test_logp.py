@@ -210,7 +210,8 @@ def test_entropy_is_that_of_the_models_own_distribution(family):
     sequences = group(11, 5, [6, 4, 7])
     packed = pack(sequences)
     logp, entropy = packed_logp(model, packed, temperature=0.7, chunk_size=3, with_entropy=True)
-    torch.testing.assert_close(logp, packed_logp(model, packed, temperature=0.7), atol=0, rtol=0)
+    # the same chunks: asking for the entropy does not change a log-prob (other chunk shapes round differently)
+    torch.testing.assert_close(logp, packed_logp(model, packed, temperature=0.7, chunk_size=3), atol=0, rtol=0)
     order = packed.order()
     expected = []
     for s in sequences:
