@@ -132,12 +132,13 @@ def run_train(cfg: Config, run_dir: str | None, resume: bool = False) -> int:
         try:
             train(cfg, run_dir, model_dir, resume=resume)
         except Stop as stop:
-            print(f"freelunch: run stopped by {stop.name}; {resume_hint(run_dir)}", file=sys.stderr, flush=True)
-            return 128 + stop.signum
+            return stopped(stop, resume_hint(run_dir))
         except ConfigError as error:  # found by train before any actor starts: the env's tasks, say
             print(f"freelunch: config error: {error}", file=sys.stderr)
             return 2
         except Exception as error:  # a role failed: one clear line, the traceback above it
+            if stop := stop_within(error):
+                return stopped(stop, resume_hint(run_dir))
             traceback.print_exc()
             cause = getattr(error, "cause", None) or error
             print(f"freelunch: run stopped: {type(cause).__name__}: {cause}", file=sys.stderr)
@@ -220,6 +221,23 @@ def stop_on_signals():
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stopped(stop: Stop, hint: str) -> int:
+    print(f"freelunch: run stopped by {stop.name}; {hint}", file=sys.stderr, flush=True)
+    return 128 + stop.signum
+
+
+def stop_within(error: BaseException) -> Stop | None:
+    """The Stop that caused `error`, if one did. Ray checks for signals inside a `ray.get`; a Stop raised there,
+    while it turns replies into objects, reaches us as the SystemError of that C call, caused by the Stop."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, Stop):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _connect(cfg: Config, ray) -> None:

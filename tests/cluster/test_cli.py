@@ -1,9 +1,14 @@
 """What `freelunch` says before anything starts when the environment cannot run it."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from cluster.cli import Stop, stop_within
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,3 +56,18 @@ def test_an_empty_or_missing_run_directory_holds_no_run(tmp_path):
     assert run_files(tmp_path / "missing") == [] and run_files(tmp_path) == []
     (tmp_path / "checkpoints").mkdir()
     assert run_files(tmp_path) == ["checkpoints"]
+
+
+def test_a_stop_raised_inside_ray_is_still_a_stop():
+    """Ray checks for signals inside ray.get; a Stop raised there arrives as the SystemError of its C call."""
+
+    def ray_get():
+        try:
+            raise Stop(signal.SIGTERM)
+        except Stop as stop:
+            raise SystemError("<built-in method __new__> returned a result with an exception set") from stop
+
+    with pytest.raises(SystemError) as caught:
+        ray_get()
+    assert stop_within(caught.value).signum == signal.SIGTERM
+    assert stop_within(RuntimeError("a role died")) is None
