@@ -67,6 +67,22 @@ def tools_of(env: Env) -> list[dict]:
     return list(env.tools()) if hasattr(env, "tools") else []
 
 
+def checked_reset(env: Env, task: Task) -> tuple[str, list[dict]]:
+    """env.reset(task) and the task's tool schemas, checked (check_reset): what the env worker replies."""
+    observation = env.reset(task)
+    tools = tools_of(env)
+    check_reset(observation, tools)
+    return observation, tools
+
+
+def checked_step(env: Env, action: str) -> StepResult:
+    """env.step(action), checked (check_step), with its reward as a float (a numpy number too): what the env worker
+    replies."""
+    result = env.step(action)
+    check_step(result)
+    return dataclasses.replace(result, reward=float(result.reward))
+
+
 def check_reset(observation: object, tools: list) -> None:
     """Raise ValueError naming the field unless reset gave a str and `tools` is a JSON list of function schemas."""
     if not isinstance(observation, str):

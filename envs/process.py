@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from envs.base import Env, StepResult, Task, check_reset, check_step, tools_of
+from envs.base import Env, StepResult, Task, checked_reset, checked_step
 
 MAX_REPLY_BYTES = 64 * 2**20  # longest reply line (one observation) the parent accepts
 STDERR_TAIL_BYTES = 2000  # how much of the child's last stderr output a crash message quotes
@@ -270,16 +270,11 @@ class InProcessEnv:
 
     async def reset(self, task: Task) -> str:
         self.tools = []
-        observation = self.env.reset(task)
-        tools = tools_of(self.env)
-        check_reset(observation, tools)
-        self.tools = tools
+        observation, self.tools = checked_reset(self.env, task)
         return observation
 
     async def step(self, action: str) -> StepResult:
-        result = self.env.step(action)
-        check_step(result)
-        return result
+        return checked_step(self.env, action)
 
 
 def _exit_status(code: int | None) -> str:

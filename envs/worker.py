@@ -22,7 +22,7 @@ import time
 from typing import IO
 
 from envs import make_env
-from envs.base import Env, Task, check_reset, check_step, tools_of
+from envs.base import Env, Task, checked_reset, checked_step
 
 
 def main() -> None:
@@ -49,16 +49,12 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
                     env = spec = None  # a failed make leaves no env behind
                     env = make_env(request["env"]["name"], seed=request["env"]["seed"], **request["env"]["options"])
                     spec = request["env"]
-                observation = env.reset(Task(**request["task"]))
-                tools = tools_of(env)
-                check_reset(observation, tools)
+                observation, tools = checked_reset(env, Task(**request["task"]))
                 reply = {"observation": observation, "tools": tools}
             elif env is None:
                 raise RuntimeError("step before a successful reset")
             else:
-                result = env.step(request["action"])
-                check_step(result)
-                reply = dataclasses.asdict(result) | {"reward": float(result.reward)}  # a numpy float too
+                reply = dataclasses.asdict(checked_step(env, request["action"]))
             text = json.dumps(reply)
         except Exception as error:
             text = json.dumps({"error": f"{type(error).__name__}: {error}"})
