@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from envs.base import StepResult, Task
+from envs.base import StepResult, Task, resolved
 from envs.registry import load_object
 from envs.tasks import SPLITS, in_eval
 
@@ -81,7 +81,8 @@ class Dataset:
         result = self._score()
         if result.done or len(self._actions) >= self.max_steps:
             # The function's own verdict wins; a trajectory that max_steps cuts short never succeeds.
-            verdict = result.reward >= self.success_threshold if result.success is None else result.success
+            given = resolved(result).success  # typed, or info["success"] as older StepResults give it
+            verdict = result.reward >= self.success_threshold if given is None else given
             result = dataclasses.replace(result, done=True, success=result.done and verdict)
         return result
 
