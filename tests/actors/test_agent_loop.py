@@ -95,13 +95,18 @@ def test_action_mask_covers_only_sampled_tokens(tokenizer):
     assert all(trajectory.step_index[i] == -1 and trajectory.behavior_logp[i] == 0.0 for i in masked_out)
 
 
+def two_step_tokens(tokenizer, env, role: str) -> list[int]:
+    """The ids apply_chat_template gives the two steps FakeEngine plays on `env` ("red" twice), the env's
+    observation in chat role `role`: what the agent loop's incremental rendering must equal."""
+    messages = [{"role": "user", "content": env.reset(TASK)}, {"role": "assistant", "content": "red"}]
+    messages += [{"role": role, "content": env.observation}, {"role": "assistant", "content": "red"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return tokenizer.encode(text.removesuffix("\n"), add_special_tokens=False)
+
+
 def test_tokens_equal_the_full_chat_template(tokenizer):
     trajectory = play(ScriptedEnv(rewards=[0.0, 1.0]), FakeEngine(tokenizer), tokenizer)
-    env = ScriptedEnv(rewards=[0.0, 1.0])
-    messages = [{"role": "user", "content": env.reset(TASK)}, {"role": "assistant", "content": "red"}]
-    messages += [{"role": "user", "content": env.observation}, {"role": "assistant", "content": "red"}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert trajectory.tokens == tokenizer.encode(text.removesuffix("\n"), add_special_tokens=False)
+    assert trajectory.tokens == two_step_tokens(tokenizer, ScriptedEnv(rewards=[0.0, 1.0]), "user")
 
 
 def test_truncated_action_gets_unmasked_eos(tokenizer):
@@ -204,11 +209,7 @@ def test_observation_renders_in_the_role_the_env_names(tokenizer):
             return StepResult(result.observation, result.reward, result.done, {"role": "tool"})
 
     trajectory = play(ToolEnv(rewards=[0.0, 1.0]), FakeEngine(tokenizer), tokenizer)
-    env = ToolEnv(rewards=[0.0, 1.0])
-    messages = [{"role": "user", "content": env.reset(TASK)}, {"role": "assistant", "content": "red"}]
-    messages += [{"role": "tool", "content": env.observation}, {"role": "assistant", "content": "red"}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert trajectory.tokens == tokenizer.encode(text.removesuffix("\n"), add_special_tokens=False)
+    assert trajectory.tokens == two_step_tokens(tokenizer, ToolEnv(rewards=[0.0, 1.0]), "tool")
 
 
 def test_typed_success_and_role_win_over_info(tokenizer):
@@ -219,9 +220,5 @@ def test_typed_success_and_role_win_over_info(tokenizer):
             return StepResult(result.observation, result.reward, result.done, info, success=True, role="tool")
 
     trajectory = play(Typed(rewards=[0.0, 1.0]), FakeEngine(tokenizer), tokenizer)
-    env = Typed(rewards=[0.0, 1.0])
-    messages = [{"role": "user", "content": env.reset(TASK)}, {"role": "assistant", "content": "red"}]
-    messages += [{"role": "tool", "content": env.observation}, {"role": "assistant", "content": "red"}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert trajectory.tokens == tokenizer.encode(text.removesuffix("\n"), add_special_tokens=False)
+    assert trajectory.tokens == two_step_tokens(tokenizer, Typed(rewards=[0.0, 1.0]), "tool")
     assert (trajectory.finish_reason, trajectory.success) == ("done", True)
