@@ -10,9 +10,12 @@ import importlib
 import re
 import shutil
 import subprocess
+import unicodedata
 from types import ModuleType
 
 JAVA_MAJOR = 17
+# No suite parses a command this long; an LLM can emit one (a loop of tokens) and some parsers slow down with it.
+MAX_ACTION_CHARS = 500
 LISTED, ASK = "Valid actions: ", ". Answer with one of them."  # how observations list the valid actions
 
 
@@ -62,13 +65,33 @@ def keep_for_process(jvm_env):
     return jvm_env
 
 
+def sanitised(action: str, max_chars: int = MAX_ACTION_CHARS) -> str:
+    """The action as a suite's command parser may be given it, whatever bytes the policy emitted.
+
+    Control and format characters and every kind of space become a space (a NUL spins the Z-machine at 100% CPU),
+    and runs of spaces become one; line and paragraph separators become newlines. Lone surrogates (what bytes that
+    are not UTF-8 decode to with surrogateescape), unassigned code points and U+FFFD (what they decode to with
+    replace) are dropped. The result is cut to max_chars characters."""
+    kept = []
+    for char in action[: 4 * max_chars]:
+        category = unicodedata.category(char)
+        if char == "\n" or category in ("Zl", "Zp"):
+            kept.append("\n")
+        elif category in ("Cc", "Cf", "Zs"):
+            kept.append(" ")
+        elif category[0] != "C" and char != "\ufffd":
+            kept.append(char)
+    return re.sub(" {2,}", " ", "".join(kept))[:max_chars]
+
+
 def match_action(action: str, valid_actions: list[str]) -> str:
-    """The policy's action as the suite should read it: the valid action it names, else its first line.
+    """The policy's action as the suite should read it (`sanitised`): the valid action it names, else its first line.
 
     Lenient with what a small model wraps an action in: case, quotes and a trailing period are ignored, and a
     sentence that names valid actions ("I will move east.") counts as the first one it names (the longest at
     that place: "look around" over "look"), as the corridor reads a door.
     """
+    action = sanitised(action)
     line = next((part.strip() for part in action.splitlines() if part.strip()), "")
     text = line.strip("`'\"").rstrip(".!").strip()
     by_lower = {valid.lower(): valid for valid in valid_actions}

@@ -8,7 +8,8 @@ What Gymnasium's `check_env` is to a Gymnasium env. The checks run in order and 
    instance made with another seed give the same lists; train is not empty; the splits share no id.
 3. `play`: episodes on train and eval tasks, played in an env process as a rollout actor plays them (the user's
    module imported in a fresh interpreter, replies as JSON, the run's timeouts), with actions drawn by a seeded
-   random policy from what any LLM may send: an action the observation lists, a word of it, random text, nothing.
+   random policy from what any LLM may send: an action the observation lists, a word of it, random text, random
+   bytes, nothing.
    Every reply passes the env worker's own checks (`envs.base.check_reset` / `check_step`: an observation is a
    str, a reward a finite number, `done` a bool, `success` a bool when given, ...), and every episode ends
    (`done`) within max_steps.
@@ -140,8 +141,9 @@ def pick_tasks(splits: dict[str, list[Task]], episodes: int) -> list[Task]:
 
 
 def random_action(observation: str, rng: random.Random) -> str:
-    """What an LLM might send: an action the observation lists, one of its words, random text, or nothing."""
-    kind = rng.randrange(4)
+    """What an LLM might send: an action the observation lists, one of its words, random text, random bytes as the
+    detokenizer decodes them (control characters, U+FFFD), or nothing."""
+    kind = rng.randrange(5)
     listed = listed_actions(observation)
     if kind == 0 and listed:
         return rng.choice(listed)
@@ -150,6 +152,8 @@ def random_action(observation: str, rng: random.Random) -> str:
         return rng.choice(words)
     if kind == 2:
         return "".join(rng.choice(string.printable) for _ in range(rng.randint(1, 40)))
+    if kind == 3:
+        return rng.randbytes(rng.randint(1, 40)).decode("utf-8", "replace")
     return ""
 
 

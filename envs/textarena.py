@@ -7,7 +7,7 @@ of disks placed); success = reward 1. An invalid move is a normal step: the inva
 raised so that only our max_steps ends a game early. No folds: splits come from envs.tasks.split_tasks.
 """
 
-from envs.adapter import Progress, require
+from envs.adapter import Progress, require, sanitised
 from envs.base import StepResult, Task
 from envs.tasks import split_tasks
 
@@ -48,7 +48,7 @@ class TextArena:
         return self._messages()
 
     def step(self, action: str) -> StepResult:
-        game_over, _ = self._env.step(action=action)
+        game_over, _ = self._env.step(action=sanitised(action))
         text = self._messages()
         score = 0.0
         if game_over:

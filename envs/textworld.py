@@ -130,7 +130,7 @@ class TextWorld:
         )
 
     def step(self, action: str) -> StepResult:
-        state, score, game_over = self._env.step(match_action(action, self._valid))
+        state, score, game_over = self._env.step(frotz_command(match_action(action, self._valid)))
         reward, out_of_steps = self._progress.advance(score / self._max_score)
         done = bool(game_over) or bool(state["won"]) or bool(state["lost"]) or out_of_steps
         self._valid = [] if done else sorted(state["admissible_commands"])
@@ -140,3 +140,14 @@ class TextWorld:
     def walkthrough(self) -> list[str]:
         """The generator's winning command sequence for the current task."""
         return self._walkthrough
+
+
+ZMACHINE_INPUT_BYTES = 197  # jericho cuts a longer command (its INPUT_BUFFER_SIZE, 198) and can fail on the cut
+
+
+def frotz_command(command: str) -> str:
+    """A command the Z-machine interpreter reads as game input. The Z-machine reads ASCII, so other characters
+    are dropped; the command is cut to ZMACHINE_INPUT_BYTES. Dumb-frotz takes a line that starts with a backslash
+    as one of its own commands ("\\help"), and on such a line jericho's step never returns: leading backslashes go."""
+    text = command.encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"^[\s\\]+", "", text)[:ZMACHINE_INPUT_BYTES].strip()
