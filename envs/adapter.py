@@ -73,7 +73,7 @@ def sanitised(action: str, max_chars: int = MAX_ACTION_CHARS) -> str:
     are not UTF-8 decode to with surrogateescape), unassigned code points and U+FFFD (what they decode to with
     replace) are dropped. The result is cut to max_chars characters."""
     kept = []
-    for char in action[: 4 * max_chars]:
+    for char in action[: 4 * max_chars]:  # bounds the work on a huge action, with room for what is dropped
         category = unicodedata.category(char)
         if char == "\n" or category in ("Zl", "Zp"):
             kept.append("\n")

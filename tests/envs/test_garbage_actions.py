@@ -120,7 +120,7 @@ def test_every_builtin_env_answers_any_bytes(tmp_path, monkeypatch):
     assert all(count == len(NASTY) + 8 for count in steps.values())
 
 
-@pytest.mark.slow  # a JVM per game: about a minute on 2 cores
+@pytest.mark.slow  # a JVM per game: about 25 s on 2 cores
 def test_every_jvm_env_answers_any_bytes():
     names = _names(["textworld_express", "scienceworld"])
     if not names:
